@@ -1,0 +1,97 @@
+// Running a per-task kernel over a batch of tasks: OpenMP over tasks, one
+// workspace per thread, a status per task, and a reduction in a fixed order so
+// that results do not depend on the number of threads.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "estimators.hpp"
+#include "status.hpp"
+#include "types.hpp"
+
+namespace fobmaml {
+
+// Threads used by the batch kernels; 0 means OpenMP's default (OMP_NUM_THREADS or
+// the number of cores). Process-wide, unlike omp_set_num_threads, which only
+// affects the calling thread.
+inline std::atomic<int> g_num_threads{0};
+
+inline void set_num_threads(int k) { g_num_threads.store(k < 0 ? 0 : k); }
+
+inline int max_threads() {
+#ifdef _OPENMP
+  const int k = g_num_threads.load();
+  return k > 0 ? k : omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+inline int thread_id() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+// Calls body(i, workspace) for i = 0..m-1 in parallel. Workspaces are built here,
+// before the parallel region (so an allocation failure surfaces as an exception
+// in the calling thread), one per thread actually used.
+template <class Workspace, class Make, class Body>
+void for_each_task(Index m, Make&& make, Body&& body) {
+  const int threads = static_cast<int>(std::max<Index>(1, std::min<Index>(max_threads(), m)));
+  std::vector<Workspace> ws;
+  ws.reserve(threads);
+  for (int t = 0; t < threads; ++t) ws.push_back(make());
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (Index i = 0; i < m; ++i) body(i, ws[thread_id()]);
+}
+
+// out = mean of the m rows of the row-major G (m x n), summed in task order.
+inline void mean_rows(const double* G, Index m, Index n, double* out) {
+  Eigen::Map<Vec> acc(out, n);
+  acc.setZero();
+  for (Index i = 0; i < m; ++i) acc += Eigen::Map<const Vec>(G + i * n, n);
+  if (m > 0) acc /= static_cast<double>(m);
+}
+
+// Per-task estimates into the rows of G (m x n, row-major), losses into `losses`
+// (may be null), one status per task into `status`.
+template <class Family>
+void estimate_batch(const Family& fam, VecIn x, const EstimatorConfig& cfg, double* G,
+                    double* losses, Status* status) {
+  const Vec x0 = x;  // an aligned private copy: results must not depend on the caller's alignment
+  const Index n = fam.dim();
+  for_each_task<TaskWorkspace<Family>>(
+      fam.num_tasks(), [&] { return TaskWorkspace<Family>(fam, cfg); },
+      [&](Index i, TaskWorkspace<Family>& ws) {
+        Eigen::Map<Vec> g(G + i * n, n);
+        status[i] = estimate_task(fam, i, x0, cfg, ws, g, losses ? losses + i : nullptr);
+      });
+}
+
+// phi_K of every task into the rows of Phi (if non-null) and f_i(phi_K) into losses (if non-null).
+template <class Family>
+void adapt_batch(const Family& fam, VecIn x, const InnerConfig& inner, double* Phi, double* losses,
+                 Status* status) {
+  const Vec x0 = x;
+  const Index n = fam.dim();
+  EstimatorConfig cfg;
+  cfg.kind = Kind::fomaml;
+  cfg.inner = inner;
+  for_each_task<TaskWorkspace<Family>>(
+      fam.num_tasks(), [&] { return TaskWorkspace<Family>(fam, cfg); },
+      [&](Index i, TaskWorkspace<Family>& ws) {
+        status[i] = adapt_task(fam, i, x0, inner, ws, losses ? losses + i : nullptr);
+        if (status[i].ok() && Phi) Eigen::Map<Vec>(Phi + i * n, n) = ws.block.col(0);
+      });
+}
+
+}  // namespace fobmaml

@@ -1,0 +1,113 @@
+// The quadratic task family:
+//   support loss  g_i(phi) = 1/2 phi^T A_i phi - b_i^T phi
+//   query loss    f_i(phi) = 1/2 phi^T B_i phi - c_i^T phi   (B_i, c_i default to A_i, b_i)
+// with A_i, B_i symmetric. The family reads caller-owned row-major (m, n, n) and
+// (m, n) arrays in place; it never copies them.
+#pragma once
+
+#include <Eigen/Cholesky>
+#include <Eigen/Core>
+
+#include "../status.hpp"
+#include "../types.hpp"
+
+namespace fobmaml {
+
+class QuadraticTasks {
+ public:
+  using MatMap = Eigen::Map<const RowMat>;
+  using VecMap = Eigen::Map<const Vec>;
+
+  // Scratch space owned by one thread; only the closed-form exact solve needs any.
+  struct Workspace {
+    Mat M;
+    Eigen::LLT<Mat> llt;
+    Vec rhs;
+  };
+
+  // B and c may be null: the query loss is then the support loss.
+  QuadraticTasks(const double* A, const double* b, const double* B, const double* c, Index m,
+                 Index n)
+      : A_(A), b_(b), B_(B ? B : A), c_(c ? c : b), m_(m), n_(n), same_query_(B == nullptr) {}
+
+  Index num_tasks() const { return m_; }
+  Index dim() const { return n_; }
+  bool query_is_support() const { return same_query_; }
+  Workspace make_workspace() const { return Workspace{}; }
+
+  MatMap A(Index i) const { return MatMap(A_ + i * n_ * n_, n_, n_); }
+  VecMap b(Index i) const { return VecMap(b_ + i * n_, n_); }
+  MatMap B(Index i) const { return MatMap(B_ + i * n_ * n_, n_, n_); }
+  VecMap c(Index i) const { return VecMap(c_ + i * n_, n_); }
+
+  double support_loss(Index i, VecIn phi, Workspace&) const { return loss(A(i), b(i), phi); }
+  double query_loss(Index i, VecIn phi, Workspace&) const { return loss(B(i), c(i), phi); }
+
+  // G[:, j] = A_i Phi[:, j] - b_i for every column j, in one pass over A_i.
+  void support_grad(Index i, BlockIn Phi, BlockOut G, Workspace&) const {
+    affine_block(A(i), b(i), Phi, G);
+  }
+  void query_grad(Index i, BlockIn Phi, BlockOut G, Workspace&) const {
+    affine_block(B(i), c(i), Phi, G);
+  }
+  // The Hessian of g_i is A_i everywhere.
+  void support_hvp(Index i, VecIn /*phi*/, VecIn v, VecOut out, Workspace&) const {
+    out.noalias() = A(i) * v;
+  }
+  void query_hvp(Index i, VecIn /*phi*/, VecIn v, VecOut out, Workspace&) const {
+    out.noalias() = B(i) * v;
+  }
+
+  // Closed form of the exact meta-gradient of task i (see ESTIMATORS.md):
+  //   phi* = (A + lam I)^{-1} (b + lam x),   grad = lam (A + lam I)^{-1} (B phi* - c).
+  // Writes phi*, the gradient and f_i(phi*). Fails if A_i + lam I is not positive definite.
+  static constexpr bool has_direct_solve = true;
+  Status direct_exact(Index i, VecIn x, double lam, VecOut phi_star, VecOut grad, double* loss_out,
+                      Workspace& ws) const {
+    ws.M = A(i);
+    ws.M.diagonal().array() += lam;
+    ws.llt.compute(ws.M);
+    if (ws.llt.info() != Eigen::Success) return Status::failure(Code::not_pos_def, Stage::direct_solve, -1);
+    ws.rhs = b(i) + lam * x;
+    phi_star = ws.llt.solve(ws.rhs);
+    ws.rhs.noalias() = B(i) * phi_star;
+    ws.rhs -= c(i);
+    grad = ws.llt.solve(ws.rhs);
+    grad *= lam;
+    if (loss_out) *loss_out = loss(B(i), c(i), phi_star);
+    if (!phi_star.allFinite() || !grad.allFinite())
+      return Status::failure(Code::non_finite, Stage::direct_solve, -1);
+    return Status{};
+  }
+
+ private:
+  static double loss(const MatMap& A, const VecMap& b, VecIn phi) {
+    // 1/2 phi^T A phi - b^T phi, row by row so that no temporary is allocated.
+    double quad = 0.0;
+    for (Index r = 0; r < A.rows(); ++r) quad += phi[r] * A.row(r).dot(phi);
+    return 0.5 * quad - b.dot(phi);
+  }
+
+  static void affine_block(const MatMap& A, const VecMap& b, BlockIn Phi, BlockOut G) {
+    const Index p = Phi.cols();
+    if (p == 1) {
+      G.col(0).noalias() = A * Phi.col(0);
+      G.col(0) -= b;
+      return;
+    }
+    // Each row of A is read once and applied to all p columns while it is in cache.
+    for (Index r = 0; r < A.rows(); ++r) {
+      const auto arow = A.row(r);
+      for (Index j = 0; j < p; ++j) G(r, j) = arow.dot(Phi.col(j)) - b[r];
+    }
+  }
+
+  const double* A_;
+  const double* b_;
+  const double* B_;
+  const double* c_;
+  Index m_, n_;
+  bool same_query_;
+};
+
+}  // namespace fobmaml

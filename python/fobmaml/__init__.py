@@ -1,0 +1,70 @@
+"""fobmaml: first-order bilevel MAML and its baselines, with a C++ core.
+
+>>> import numpy as np, fobmaml as fm
+>>> tasks = fm.datasets.quadratic_tasks(m=8, n=20, kappa=100.0, seed=0)
+>>> inner = fm.InnerLoop(steps=20, lr=0.5, lam=1.0)
+>>> g = fm.FOBMAML(inner, delta=1e-3, scheme="symmetric").meta_gradient(np.zeros(20), tasks)
+>>> g.shape
+(20,)
+"""
+
+from . import _core, datasets
+from ._version import __version__
+from .errors import ConvergenceError, NotPositiveDefiniteError
+from .estimators import (
+    FOBMAML,
+    FOMAML,
+    HFMAML,
+    IMAML,
+    MAML,
+    Estimate,
+    Estimator,
+    Exact,
+    Reptile,
+    adapt,
+    meta_loss,
+)
+from .inner import InnerLoop
+from .tasks import QuadraticTasks, TaskBatch
+
+
+def build_info() -> dict:
+    """How the C++ core was built: compiler, OpenMP, threads, Eigen version, SIMD."""
+    return dict(_core.build_info())
+
+
+def set_num_threads(k: int) -> None:
+    """Threads used by the kernels, process-wide (0 restores OpenMP's default)."""
+    from . import _validation
+
+    _core.set_num_threads(_validation.integer(k, "k", minimum=0))
+
+
+def get_num_threads() -> int:
+    """Threads the kernels will use (at most one per task of a batch)."""
+    return int(_core.max_threads())
+
+
+__all__ = [
+    "__version__",
+    "build_info",
+    "set_num_threads",
+    "get_num_threads",
+    "datasets",
+    "InnerLoop",
+    "TaskBatch",
+    "QuadraticTasks",
+    "Estimate",
+    "Estimator",
+    "MAML",
+    "FOMAML",
+    "Reptile",
+    "IMAML",
+    "HFMAML",
+    "FOBMAML",
+    "Exact",
+    "meta_loss",
+    "adapt",
+    "NotPositiveDefiniteError",
+    "ConvergenceError",
+]

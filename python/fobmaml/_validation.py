@@ -1,0 +1,94 @@
+"""Argument checks shared by the public API.
+
+Every check names the argument and says what was expected, e.g.
+"`lam` must be > 0 for FOBMAML (got 0.0)".
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Optional
+
+import numpy as np
+
+
+def _describe(value: object) -> str:
+    return f"{type(value).__name__} {value!r}" if not isinstance(value, np.ndarray) else "array"
+
+
+def real_scalar(value: object, name: str) -> float:
+    """`value` as a finite Python float; TypeError for non-reals, ValueError for NaN/Inf."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number (got {_describe(value)})")
+    out = float(value)
+    if not np.isfinite(out):
+        raise ValueError(f"`{name}` must be finite (got {out})")
+    return out
+
+
+def positive(value: object, name: str, context: str = "") -> float:
+    out = real_scalar(value, name)
+    if out <= 0.0:
+        raise ValueError(f"`{name}` must be > 0{context} (got {out})")
+    return out
+
+
+def non_negative(value: object, name: str, context: str = "") -> float:
+    out = real_scalar(value, name)
+    if out < 0.0:
+        raise ValueError(f"`{name}` must be >= 0{context} (got {out})")
+    return out
+
+
+def in_unit_interval(value: object, name: str) -> float:
+    """A value in [0, 1)."""
+    out = real_scalar(value, name)
+    if not 0.0 <= out < 1.0:
+        raise ValueError(f"`{name}` must be in [0, 1) (got {out})")
+    return out
+
+
+def integer(value: object, name: str, minimum: Optional[int] = None, maximum: Optional[int] = None) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be an integer (got {_describe(value)})")
+    out = int(value)
+    if minimum is not None and out < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum} (got {out})")
+    if maximum is not None and out > maximum:
+        raise ValueError(f"`{name}` must be <= {maximum} (got {out})")
+    return out
+
+
+def choice(value: object, name: str, options: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in options:
+        expected = ", ".join(repr(o) for o in options)
+        raise ValueError(f"`{name}` must be one of {expected} (got {value!r})")
+    return value
+
+
+def float_array(value: object, name: str, ndim: Optional[int] = None, shape_doc: str = "") -> np.ndarray:
+    """`value` as a finite, C-contiguous float64 array (no copy when it already is one).
+
+    Integer and floating dtypes are accepted; bool, complex, object and string
+    dtypes raise TypeError. NaN/Inf raise ValueError.
+    """
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(
+            f"`{name}` must be a real-valued numeric array (got dtype {arr.dtype})"
+        )
+    if ndim is not None and arr.ndim != ndim:
+        doc = f" of shape {shape_doc}" if shape_doc else ""
+        raise ValueError(f"`{name}` must be a {ndim}-D array{doc} (got shape {arr.shape})")
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"`{name}` must contain only finite values (found NaN or Inf)")
+    return arr
+
+
+def params_vector(x: object, n: int, name: str = "x") -> np.ndarray:
+    """Meta-parameters: a finite float64 vector of length n."""
+    arr = float_array(x, name, ndim=1, shape_doc=f"({n},)")
+    if arr.shape[0] != n:
+        raise ValueError(f"`{name}` must have shape ({n},) to match the tasks (got {arr.shape})")
+    return arr

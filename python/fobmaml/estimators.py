@@ -1,0 +1,324 @@
+r"""Meta-gradient estimators (see ``ESTIMATORS.md``).
+
+Every estimator returns one vector per task; the batch estimate is their mean.
+
+=============  ====================================================================
+``Exact``      :math:`\lambda(\nabla^2 g_i(\phi^*_i)+\lambda I)^{-1}\nabla f_i(\phi^*_i)`
+``MAML``       the exact gradient of :math:`f_i(\phi_{i,K}(x))` (reverse mode, K HVPs)
+``FOMAML``     :math:`\nabla f_i(\phi_K)`
+``Reptile``    :math:`(x-\phi_K)/(\alpha K)`
+``IMAML``      ``cg_steps`` of CG on :math:`(I+\nabla^2 g_i(\phi_K)/\lambda)u=\nabla f_i(\phi_K)`
+``HFMAML``     the MAML recursion with finite-difference HVPs
+``FOBMAML``    :math:`\lambda(\phi_K-\psi^{+\delta}_K)/\delta` (forward) or
+               :math:`\lambda(\psi^{-\delta}_K-\psi^{+\delta}_K)/(2\delta)` (symmetric)
+=============  ====================================================================
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from . import _core
+from . import _validation as check
+from .errors import TaskStatus, raise_for_status
+from .inner import InnerLoop
+from .tasks import TaskBatch
+
+__all__ = [
+    "Estimate",
+    "Estimator",
+    "MAML",
+    "FOMAML",
+    "Reptile",
+    "IMAML",
+    "HFMAML",
+    "FOBMAML",
+    "Exact",
+    "meta_loss",
+    "adapt",
+]
+
+
+class Estimate(NamedTuple):
+    """The full output of one estimator call."""
+
+    task_gradients: np.ndarray  # (m, n)
+    gradient: np.ndarray  # (n,), the mean over tasks
+    losses: Optional[np.ndarray]  # (m,): f_i at the adapted point, if requested
+    status: TaskStatus
+
+
+def _check_tasks(tasks: object) -> TaskBatch:
+    if not isinstance(tasks, TaskBatch):
+        raise TypeError(f"`tasks` must be a fobmaml task batch such as QuadraticTasks (got {type(tasks).__name__})")
+    return tasks
+
+
+def _check_inner(inner: object) -> InnerLoop:
+    if not isinstance(inner, InnerLoop):
+        raise TypeError(f"`inner` must be a fobmaml.InnerLoop (got {type(inner).__name__})")
+    return inner
+
+
+class Estimator:
+    """Base class: holds the inner loop and the kernel configuration.
+
+    Subclasses only validate and store their parameters; all work happens in
+    :meth:`estimate` and the methods built on it.
+    """
+
+    _kind: str = ""
+    _needs_lam = False
+
+    def __init__(self, inner: InnerLoop) -> None:
+        self.inner = _check_inner(inner)
+        if self._needs_lam and inner.lam <= 0.0:
+            raise ValueError(f"`lam` must be > 0 for {type(self).__name__} (got {inner.lam})")
+
+    # -- configuration ---------------------------------------------------------------
+    def get_params(self) -> dict:
+        """The estimator's parameters (the inner loop as a dict), for logs and JSON."""
+        params = {"inner": self.inner.to_dict()}
+        params.update(self._extra_params())
+        return params
+
+    def _extra_params(self) -> dict:
+        return {}
+
+    def _config(self) -> _core.EstimatorConfig:
+        c = _core.EstimatorConfig()
+        c.kind = getattr(_core.Kind, self._kind)
+        c.inner = self.inner._config()
+        return c
+
+    def __repr__(self) -> str:
+        extra = "".join(f", {k}={v!r}" for k, v in self._extra_params().items())
+        return f"{type(self).__name__}({self.inner!r}{extra})"
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    # -- computation -----------------------------------------------------------------
+    def estimate(self, x: np.ndarray, tasks: TaskBatch, *, losses: bool = False, errors: str = "raise") -> Estimate:
+        """Per-task estimates, their mean, optionally the per-task losses, and statuses.
+
+        Parameters
+        ----------
+        x : array_like, shape (n,)
+            Meta-parameters.
+        tasks : TaskBatch
+            The tasks (m of them).
+        losses : bool
+            Also return f_i at the adapted point (phi_K; phi* for Exact).
+        errors : {"raise", "return"}
+            "raise" turns the first failing task into an exception (see
+            :mod:`fobmaml.errors`); "return" leaves the failed rows as they are and
+            reports them in ``status`` (``status.ok`` masks the good tasks).
+        """
+        tasks = _check_tasks(tasks)
+        x = check.params_vector(x, tasks.dim)
+        check.choice(errors, "errors", ("raise", "return"))
+        G, g, ell, st = _core.estimate(tasks._handle, x, self._config(), losses)
+        status = TaskStatus(*st)
+        if errors == "raise":
+            raise_for_status(status, self.name)
+        return Estimate(G, g, ell, status)
+
+    def task_gradients(self, x: np.ndarray, tasks: TaskBatch) -> np.ndarray:
+        """The per-task estimates, shape (m, n)."""
+        return self.estimate(x, tasks).task_gradients
+
+    def meta_gradient(self, x: np.ndarray, tasks: TaskBatch) -> np.ndarray:
+        """The batch estimate: the mean of the per-task estimates, shape (n,)."""
+        return self.estimate(x, tasks).gradient
+
+    def value_and_gradient(self, x: np.ndarray, tasks: TaskBatch) -> tuple[float, np.ndarray]:
+        """The meta-loss at x and the batch estimate, from one pass.
+
+        The loss is F_K(x), the mean query loss after the K inner steps (F(x) for Exact).
+        """
+        est = self.estimate(x, tasks, losses=True)
+        return float(np.mean(est.losses)), est.gradient
+
+
+class MAML(Estimator):
+    """The exact gradient of F_K: reverse mode through the K inner steps.
+
+    Needs K Hessian-vector products and O(K n) memory per thread.
+    """
+
+    _kind = "maml"
+
+
+class FOMAML(Estimator):
+    r"""First-order MAML: :math:`\nabla f_i(\phi_K)`."""
+
+    _kind = "fomaml"
+
+
+class Reptile(Estimator):
+    r"""Reptile: :math:`(x - \phi_K) / (\alpha K)`."""
+
+    _kind = "reptile"
+
+
+class IMAML(Estimator):
+    r"""Implicit MAML: ``cg_steps`` CG iterations from u = 0 on
+    :math:`(I + \nabla^2 g_i(\phi_K)/\lambda)\,u = \nabla f_i(\phi_K)`. Needs lambda > 0."""
+
+    _kind = "imaml"
+    _needs_lam = True
+
+    def __init__(self, inner: InnerLoop, cg_steps: int = 5) -> None:
+        super().__init__(inner)
+        self.cg_steps = check.integer(cg_steps, "cg_steps", minimum=1, maximum=2**31 - 1)
+
+    def _extra_params(self) -> dict:
+        return {"cg_steps": self.cg_steps}
+
+    def _config(self) -> _core.EstimatorConfig:
+        c = super()._config()
+        c.cg_steps = self.cg_steps
+        return c
+
+
+class HFMAML(Estimator):
+    r"""Hessian-free MAML: the MAML recursion with every HVP replaced by
+    :math:`(\nabla g(\phi + \varepsilon v) - \nabla g(\phi - \varepsilon v)) / (2\varepsilon)`."""
+
+    _kind = "hfmaml"
+
+    def __init__(self, inner: InnerLoop, eps: float = 1e-5) -> None:
+        super().__init__(inner)
+        self.eps = check.positive(eps, "eps")
+
+    def _extra_params(self) -> dict:
+        return {"eps": self.eps}
+
+    def _config(self) -> _core.EstimatorConfig:
+        c = super()._config()
+        c.eps = self.eps
+        return c
+
+
+class FOBMAML(Estimator):
+    r"""First-order bilevel MAML (Chayti & Jaggi).
+
+    With :math:`\psi^{s}_K` the inner loop run on the perturbed problem
+    :math:`h_i(\psi; x) + s\,f_i(\psi)` (``perturbation="objective"``) or
+    :math:`h_i(\psi; x) + s\,\langle \nabla f_i(\phi_K), \psi\rangle` (``"linear"``):
+
+    - forward:   :math:`\lambda(\phi_K - \psi^{+\delta}_K)/\delta`, bias O(delta);
+    - symmetric: :math:`\lambda(\psi^{-\delta}_K - \psi^{+\delta}_K)/(2\delta)`, bias O(delta^2).
+
+    Gradients only, no stored trajectory: memory does not grow with K. Needs lambda > 0.
+
+    Examples
+    --------
+    >>> import numpy as np, fobmaml as fm
+    >>> tasks = fm.datasets.quadratic_tasks(4, 10, kappa=100.0, seed=0)
+    >>> inner = fm.InnerLoop(steps=200, lr=0.5, lam=1.0)
+    >>> est = fm.FOBMAML(inner, delta=1e-4, scheme="symmetric")
+    >>> x = np.zeros(10)
+    >>> g, g_ref = est.meta_gradient(x, tasks), fm.Exact(inner).meta_gradient(x, tasks)
+    >>> bool(np.linalg.norm(g - g_ref) < 1e-6 * np.linalg.norm(g_ref))
+    True
+    """
+
+    _kind = "fobmaml"
+    _needs_lam = True
+
+    def __init__(
+        self,
+        inner: InnerLoop,
+        delta: float = 1e-3,
+        scheme: str = "forward",
+        perturbation: str = "objective",
+    ) -> None:
+        super().__init__(inner)
+        self.delta = check.positive(delta, "delta")
+        self.scheme = check.choice(scheme, "scheme", ("forward", "symmetric"))
+        self.perturbation = check.choice(perturbation, "perturbation", ("objective", "linear"))
+
+    def _extra_params(self) -> dict:
+        return {"delta": self.delta, "scheme": self.scheme, "perturbation": self.perturbation}
+
+    def _config(self) -> _core.EstimatorConfig:
+        c = super()._config()
+        c.delta = self.delta
+        c.scheme = getattr(_core.Scheme, self.scheme)
+        c.perturbation = getattr(_core.Perturbation, self.perturbation)
+        return c
+
+
+class Exact(Estimator):
+    r"""The exact meta-gradient :math:`\nabla F_i(x) = \lambda(\nabla^2 g_i(\phi^*_i)+\lambda I)^{-1}\nabla f_i(\phi^*_i)`.
+
+    The reference every other estimator is judged against. Needs lambda > 0.
+
+    Parameters
+    ----------
+    inner : InnerLoop
+        Supplies lambda, and the step size and momentum of the iterative inner solve
+        (its ``steps`` are not used).
+    tol : float
+        Relative tolerance of the iterative solves: the inner problem is solved until
+        ``||∇h(φ)|| <= tol ||∇h(x)||``, then CG until ``||r|| <= tol ||λ∇f(φ*)||``.
+    max_iter : int
+        Iteration cap of each iterative solve; reaching it raises ConvergenceError.
+    solver : {"auto", "iterative"}
+        "auto" uses a family's closed form where it has one (a Cholesky solve of
+        ``A_i + λI`` for quadratic tasks); "iterative" always uses the solves above.
+
+    Notes
+    -----
+    If ``∇²g_i(φ*) + λI`` is not positive definite (a Cholesky failure, or
+    non-positive curvature met by CG), the exact meta-gradient is not defined by
+    the formula and :class:`fobmaml.NotPositiveDefiniteError` is raised.
+    :meth:`value_and_gradient` returns the exact meta-loss F(x) with the gradient.
+    """
+
+    _kind = "exact"
+    _needs_lam = True
+
+    def __init__(self, inner: InnerLoop, tol: float = 1e-10, max_iter: int = 100_000, solver: str = "auto") -> None:
+        super().__init__(inner)
+        self.tol = check.positive(tol, "tol")
+        self.max_iter = check.integer(max_iter, "max_iter", minimum=1)
+        self.solver = check.choice(solver, "solver", ("auto", "iterative"))
+
+    def _extra_params(self) -> dict:
+        return {"tol": self.tol, "max_iter": self.max_iter, "solver": self.solver}
+
+    def _config(self) -> _core.EstimatorConfig:
+        c = super()._config()
+        c.tol = self.tol
+        c.max_iter = self.max_iter
+        c.solver = getattr(_core.ExactSolver, self.solver)
+        return c
+
+    def meta_loss(self, x: np.ndarray, tasks: TaskBatch) -> float:
+        r"""The exact meta-objective :math:`F(x) = \frac1m \sum_i f_i(\phi^*_i(x))`."""
+        return self.value_and_gradient(x, tasks)[0]
+
+
+def _adapt(x, tasks, inner, want_phi):
+    tasks = _check_tasks(tasks)
+    inner = _check_inner(inner)
+    x = check.params_vector(x, tasks.dim)
+    phi, losses, st = _core.adapt(tasks._handle, x, inner._config(), want_phi)
+    raise_for_status(TaskStatus(*st), "inner loop")
+    return phi, losses
+
+
+def meta_loss(x: np.ndarray, tasks: TaskBatch, inner: InnerLoop) -> float:
+    r"""The K-step meta-loss :math:`F_K(x) = \frac1m\sum_i f_i(\phi_{i,K}(x))`."""
+    return float(np.mean(_adapt(x, tasks, inner, False)[1]))
+
+
+def adapt(x: np.ndarray, tasks: TaskBatch, inner: InnerLoop) -> np.ndarray:
+    r"""The adapted parameters :math:`\phi_{i,K}(x)` of every task, shape (m, n)."""
+    return _adapt(x, tasks, inner, True)[0]
