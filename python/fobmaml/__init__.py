@@ -8,7 +8,7 @@
 (20,)
 """
 
-from . import _core, datasets
+from . import _core, datasets, optim
 from ._version import __version__
 from .errors import ConvergenceError, NotPositiveDefiniteError
 from .estimators import (
@@ -25,7 +25,9 @@ from .estimators import (
     meta_loss,
 )
 from .inner import InnerLoop
+from .optim import GD, SGD, SNGDM, Adam, ClippedGD, Momentum, NormalizedGD, Optimizer
 from .tasks import QuadraticTasks, TaskBatch
+from .train import TrainResult, meta_train
 
 
 def build_info() -> dict:
@@ -65,6 +67,17 @@ __all__ = [
     "Exact",
     "meta_loss",
     "adapt",
+    "optim",
+    "Optimizer",
+    "GD",
+    "SGD",
+    "Momentum",
+    "Adam",
+    "ClippedGD",
+    "NormalizedGD",
+    "SNGDM",
+    "meta_train",
+    "TrainResult",
     "NotPositiveDefiniteError",
     "ConvergenceError",
 ]

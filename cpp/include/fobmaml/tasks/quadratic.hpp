@@ -43,7 +43,7 @@ class QuadraticTasks {
   double support_loss(Index i, VecIn phi, Workspace&) const { return loss(A(i), b(i), phi); }
   double query_loss(Index i, VecIn phi, Workspace&) const { return loss(B(i), c(i), phi); }
 
-  // G[:, j] = A_i Phi[:, j] - b_i for every column j, in one pass over A_i.
+  // G[:, j] = A_i Phi[:, j] - b_i for every column j.
   void support_grad(Index i, BlockIn Phi, BlockOut G, Workspace&) const {
     affine_block(A(i), b(i), Phi, G);
   }
@@ -88,17 +88,11 @@ class QuadraticTasks {
     return 0.5 * quad - b.dot(phi);
   }
 
+  // G[:, j] = A Phi[:, j] - b for each column (one matrix-vector product per column).
   static void affine_block(const MatMap& A, const VecMap& b, BlockIn Phi, BlockOut G) {
-    const Index p = Phi.cols();
-    if (p == 1) {
-      G.col(0).noalias() = A * Phi.col(0);
-      G.col(0) -= b;
-      return;
-    }
-    // Each row of A is read once and applied to all p columns while it is in cache.
-    for (Index r = 0; r < A.rows(); ++r) {
-      const auto arow = A.row(r);
-      for (Index j = 0; j < p; ++j) G(r, j) = arow.dot(Phi.col(j)) - b[r];
+    for (Index j = 0; j < Phi.cols(); ++j) {
+      G.col(j).noalias() = A * Phi.col(j);
+      G.col(j) -= b;
     }
   }
 

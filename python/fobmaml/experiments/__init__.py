@@ -1,0 +1,1 @@
+"""Reproductions of the paper's experiments, and the tools to go past them."""
