@@ -371,12 +371,8 @@ def test_errors_return_reports_the_failed_task_without_raising():
 
 
 def test_errors_return_output_does_not_depend_on_leftover_memory():
-    # BUG (found by this suite): with errors="return", the rows of `task_gradients` and the
-    # entries of `losses` of the failed tasks are never written (the output arrays come
-    # from uninitialized memory), and `gradient` is the mean over *all* rows, so it mixes
-    # in whatever bytes were left in that memory. Two identical calls then disagree.
-    # Whatever the intended contract for failed rows (NaN, zeros, or a mean over the
-    # good tasks only), the same input must give the same output.
+    # Regression: with errors="return" the rows and losses of failed tasks used to be left
+    # uninitialized and averaged into `gradient`, so two identical calls disagreed.
     A, b, inner = _one_diverging_task()
     tasks = fm.QuadraticTasks(A, b)
     est = fm.MAML(inner)
@@ -392,6 +388,27 @@ def test_errors_return_output_does_not_depend_on_leftover_memory():
     assert np.array_equal(a.gradient, b_.gradient, equal_nan=True), (a.gradient, b_.gradient)
     assert np.array_equal(a.task_gradients, b_.task_gradients, equal_nan=True)
     assert np.array_equal(a.losses, b_.losses, equal_nan=True)
+
+
+def test_errors_return_contract_nan_rows_and_mean_over_good_tasks():
+    # Documented: failed rows and losses are NaN; `gradient` is the mean over the good tasks.
+    A, b, inner = _one_diverging_task()
+    tasks = fm.QuadraticTasks(A, b)
+    x = np.zeros(3)
+    out = fm.MAML(inner).estimate(x, tasks, losses=True, errors="return")
+    assert out.status.ok.tolist() == [True, True, False, True]
+    assert np.isnan(out.task_gradients[2]).all() and np.isnan(out.losses[2])
+    good = [0, 1, 3]
+    ref_inner = ref.Inner(inner.steps, inner.lr, inner.lam, inner.momentum)
+    expected = np.mean(
+        [ref.maml(t, x, ref_inner) for t in (ref.task_list(A, b)[i] for i in good)], axis=0
+    )
+    assert ref.rel_err(out.gradient, expected) < 1e-9
+    assert np.isfinite(out.losses[good]).all()
+    # Every task failing gives a NaN mean, never numbers from nowhere.
+    bad = fm.QuadraticTasks(A[[2]], b[[2]])
+    out = fm.MAML(inner).estimate(x, bad, errors="return")
+    assert np.isnan(out.gradient).all() and not out.status.ok.any()
 
 
 def _indefinite_task_1():

@@ -66,8 +66,13 @@ def quick_run(tmp_path_factory):
 
 def test_quick_run_writes_every_output(quick_run):
     out, summary = quick_run
-    for name in ["figure1.png", "figure1_left.csv", "figure1_right.csv", "figure1_lr_tuning.csv",
-                 "settings.json"]:
+    for name in [
+        "figure1.png",
+        "figure1_left.csv",
+        "figure1_right.csv",
+        "figure1_lr_tuning.csv",
+        "settings.json",
+    ]:
         assert (out / name).stat().st_size > 0, name
     settings = json.loads((out / "settings.json").read_text())
     assert settings["settings"]["quick"] is True
@@ -102,9 +107,14 @@ def test_left_csv_matches_an_independent_error_computation(quick_run):
     # Reference gradient by a dense solve, FO-MAML by plain NumPy iteration.
     n, lam = cfg.n, cfg.lam
     inner = cfg.gd_inner(1)
-    ref = np.mean([lam * np.linalg.solve(A + lam * np.eye(n),
-                                         A @ np.linalg.solve(A + lam * np.eye(n), b) - b)
-                   for A, b in zip(tasks.A, tasks.b)], axis=0)
+    ref = np.mean(
+        [
+            lam
+            * np.linalg.solve(A + lam * np.eye(n), A @ np.linalg.solve(A + lam * np.eye(n), b) - b)
+            for A, b in zip(tasks.A, tasks.b)
+        ],
+        axis=0,
+    )
     for row in rows:
         K = int(row["K"])
         grads = []
@@ -122,7 +132,9 @@ def test_command_line_quick(tmp_path):
     out = tmp_path / "fig"
     proc = subprocess.run(
         [sys.executable, "-m", "fobmaml", "figure1", "--quick", "--no-progress", "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert (out / "figure1.png").exists()
@@ -131,9 +143,21 @@ def test_command_line_quick(tmp_path):
 
 def test_command_line_rejects_bad_settings(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "fobmaml", "figure1", "--quick", "--no-progress", "--lam", "0",
-         "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "fobmaml",
+            "figure1",
+            "--quick",
+            "--no-progress",
+            "--lam",
+            "0",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 2
     assert "`lam` must be > 0" in proc.stderr

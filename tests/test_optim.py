@@ -12,6 +12,7 @@ import pickle
 
 import numpy as np
 import pytest
+
 from fobmaml import optim
 from fobmaml.optim import (
     GD,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 
-import fobmaml as fm
 import numpy as np
 import pytest
+
+import fobmaml as fm
 from fobmaml.optim import GD, SNGDM, Momentum
 from fobmaml.train import TrainResult, meta_train
 

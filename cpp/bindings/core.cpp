@@ -5,6 +5,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <limits>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -92,8 +94,9 @@ py::tuple estimate(const Handle& h, const Array& x, const EstimatorConfig& cfg, 
   {
     py::gil_scoped_release release;
     Eigen::Map<const Vec> xv(x.data(), n);
-    estimate_batch(fam, xv, cfg, G.mutable_data(), want_loss ? losses.mutable_data() : nullptr, st.data());
-    mean_rows(G.data(), m, n, g.mutable_data());
+    double* ell = want_loss ? losses.mutable_data() : nullptr;
+    estimate_batch(fam, xv, cfg, G.mutable_data(), ell, st.data());
+    finish_batch(G.mutable_data(), ell, st.data(), m, n, g.mutable_data());
   }
   return py::make_tuple(G, g, want_loss ? py::object(losses) : py::none(), status_arrays(st));
 }
@@ -110,6 +113,12 @@ py::tuple adapt(const Handle& h, const Array& x, const InnerConfig& inner, bool 
     py::gil_scoped_release release;
     Eigen::Map<const Vec> xv(x.data(), n);
     adapt_batch(fam, xv, inner, want_phi ? Phi.mutable_data() : nullptr, losses.mutable_data(), st.data());
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    for (Index i = 0; i < m; ++i)
+      if (!st[static_cast<std::size_t>(i)].ok()) {
+        losses.mutable_data()[i] = nan;
+        if (want_phi) std::fill_n(Phi.mutable_data() + i * n, n, nan);
+      }
   }
   return py::make_tuple(want_phi ? py::object(Phi) : py::none(), losses, status_arrays(st));
 }
@@ -180,9 +189,10 @@ PYBIND11_MODULE(_core, m) {
   m.def("adapt", &adapt<QuadraticHandle>, py::arg("tasks"), py::arg("x"), py::arg("inner"),
         py::arg("want_phi") = true, "phi_K per task (m, n) or None, f_i(phi_K) (m,), and the status arrays.");
 
-  m.def("workspace_bytes",
-        [](Index n, const EstimatorConfig& cfg) { return predicted_workspace_bytes(n, cfg); },
-        py::arg("n"), py::arg("config"), "Bytes of one thread's estimator workspace for dimension n.");
+  m.def(
+      "workspace_bytes",
+      [](Index n, const EstimatorConfig& cfg) { return predicted_workspace_bytes(n, cfg); }, py::arg("n"),
+      py::arg("config"), "Bytes of one thread's estimator workspace for dimension n.");
 
   m.def("max_threads", &max_threads);
   m.def("set_num_threads", &fobmaml::set_num_threads, py::arg("k"),
@@ -198,16 +208,16 @@ PYBIND11_MODULE(_core, m) {
     d["openmp_version"] = 0;
 #endif
     d["max_threads"] = max_threads();
-    d["eigen_version"] = std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) + "." +
-                         std::to_string(EIGEN_MINOR_VERSION);
+    d["eigen_version"] = std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) +
+                         "." + std::to_string(EIGEN_MINOR_VERSION);
     d["simd"] = std::string(Eigen::SimdInstructionSetsInUse());
     return d;
   });
 
   py::list codes, stages;
   for (const char* s : {"ok", "non_finite", "diverged", "not_pos_def", "not_converged"}) codes.append(s);
-  for (const char* s : {"none", "inner_loop", "perturbed_plus", "perturbed_minus", "backward", "cg", "inner_solve",
-                        "direct_solve", "query"})
+  for (const char* s : {"none", "inner_loop", "perturbed_plus", "perturbed_minus", "backward", "cg",
+                        "inner_solve", "direct_solve", "query"})
     stages.append(s);
   m.attr("STATUS_CODES") = codes;
   m.attr("STATUS_STAGES") = stages;

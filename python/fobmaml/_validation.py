@@ -7,7 +7,6 @@ Every check names the argument and says what was expected, e.g.
 from __future__ import annotations
 
 import numbers
-from typing import Optional
 
 import numpy as np
 
@@ -48,7 +47,9 @@ def in_unit_interval(value: object, name: str) -> float:
     return out
 
 
-def integer(value: object, name: str, minimum: Optional[int] = None, maximum: Optional[int] = None) -> int:
+def integer(
+    value: object, name: str, minimum: int | None = None, maximum: int | None = None
+) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"`{name}` must be an integer (got {_describe(value)})")
     out = int(value)
@@ -66,7 +67,9 @@ def choice(value: object, name: str, options: tuple[str, ...]) -> str:
     return value
 
 
-def float_array(value: object, name: str, ndim: Optional[int] = None, shape_doc: str = "") -> np.ndarray:
+def float_array(
+    value: object, name: str, ndim: int | None = None, shape_doc: str = ""
+) -> np.ndarray:
     """`value` as a finite, C-contiguous float64 array (no copy when it already is one).
 
     Integer and floating dtypes are accepted; bool, complex, object and string
@@ -74,9 +77,7 @@ def float_array(value: object, name: str, ndim: Optional[int] = None, shape_doc:
     """
     arr = np.asarray(value)
     if arr.dtype.kind not in "iuf":
-        raise TypeError(
-            f"`{name}` must be a real-valued numeric array (got dtype {arr.dtype})"
-        )
+        raise TypeError(f"`{name}` must be a real-valued numeric array (got dtype {arr.dtype})")
     if ndim is not None and arr.ndim != ndim:
         doc = f" of shape {shape_doc}" if shape_doc else ""
         raise ValueError(f"`{name}` must be a {ndim}-D array{doc} (got shape {arr.shape})")

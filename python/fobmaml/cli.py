@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 
 def _figure1(args: argparse.Namespace) -> int:
@@ -24,8 +24,10 @@ def _figure1(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     summary = figure1.run(args.out, cfg, progress=not args.no_progress)
-    print(f"wrote {args.out}/figure1.png, figure1_left.csv, figure1_right.csv, "
-          f"figure1_lr_tuning.csv, settings.json in {summary['seconds']['total']:.1f} s")
+    print(
+        f"wrote {args.out}/figure1.png, figure1_left.csv, figure1_right.csv, "
+        f"figure1_lr_tuning.csv, settings.json in {summary['seconds']['total']:.1f} s"
+    )
     print("final exact meta-loss gap F(x_T) - F* after meta-training:")
     for label, gap in summary["right_final_gap"].items():
         print(f"  {label:32s} {gap:.3e}")
@@ -62,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -74,9 +74,8 @@ class TaskStatus(NamedTuple):
                 f"{self.value[i]:.3g}, over 1e8 times (1 + its initial norm)"
             )
         if code == "not_pos_def":
-            return (
-                f"∇²g + λI is not positive definite at {where} of the {stage}"
-                + (f" (curvature {self.value[i]:.3g})" if self.value[i] != 0 else "")
+            return f"∇²g + λI is not positive definite at {where} of the {stage}" + (
+                f" (curvature {self.value[i]:.3g})" if self.value[i] != 0 else ""
             )
         return f"no convergence at {where} of the {stage}" + (
             f" (residual {self.value[i]:.3g})" if self.value[i] != 0 else ""

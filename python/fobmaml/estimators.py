@@ -16,7 +16,7 @@ Every estimator returns one vector per task; the batch estimate is their mean.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 
@@ -46,13 +46,16 @@ class Estimate(NamedTuple):
 
     task_gradients: np.ndarray  # (m, n)
     gradient: np.ndarray  # (n,), the mean over tasks
-    losses: Optional[np.ndarray]  # (m,): f_i at the adapted point, if requested
+    losses: np.ndarray | None  # (m,): f_i at the adapted point, if requested
     status: TaskStatus
 
 
 def _check_tasks(tasks: object) -> TaskBatch:
     if not isinstance(tasks, TaskBatch):
-        raise TypeError(f"`tasks` must be a fobmaml task batch such as QuadraticTasks (got {type(tasks).__name__})")
+        raise TypeError(
+            "`tasks` must be a fobmaml task batch such as QuadraticTasks "
+            f"(got {type(tasks).__name__})"
+        )
     return tasks
 
 
@@ -102,7 +105,9 @@ class Estimator:
         return type(self).__name__
 
     # -- computation -----------------------------------------------------------------
-    def estimate(self, x: np.ndarray, tasks: TaskBatch, *, losses: bool = False, errors: str = "raise") -> Estimate:
+    def estimate(
+        self, x: np.ndarray, tasks: TaskBatch, *, losses: bool = False, errors: str = "raise"
+    ) -> Estimate:
         """Per-task estimates, their mean, optionally the per-task losses, and statuses.
 
         Parameters
@@ -115,8 +120,10 @@ class Estimator:
             Also return f_i at the adapted point (phi_K; phi* for Exact).
         errors : {"raise", "return"}
             "raise" turns the first failing task into an exception (see
-            :mod:`fobmaml.errors`); "return" leaves the failed rows as they are and
-            reports them in ``status`` (``status.ok`` masks the good tasks).
+            :mod:`fobmaml.errors`). "return" reports failures in ``status`` instead
+            (``status.ok`` masks the good tasks): the rows and losses of failed tasks
+            are NaN, and ``gradient`` is the mean over the successful tasks only (NaN
+            if none succeeded).
         """
         tasks = _check_tasks(tasks)
         x = check.params_vector(x, tasks.dim)
@@ -255,7 +262,12 @@ class FOBMAML(Estimator):
 
 
 class Exact(Estimator):
-    r"""The exact meta-gradient :math:`\nabla F_i(x) = \lambda(\nabla^2 g_i(\phi^*_i)+\lambda I)^{-1}\nabla f_i(\phi^*_i)`.
+    r"""The exact meta-gradient of each task.
+
+    .. math::
+
+        \nabla F_i(x) = \lambda(\nabla^2 g_i(\phi^*_i) + \lambda I)^{-1} \nabla f_i(\phi^*_i).
+
 
     The reference every other estimator is judged against. Needs lambda > 0.
 
@@ -275,16 +287,26 @@ class Exact(Estimator):
 
     Notes
     -----
-    If ``∇²g_i(φ*) + λI`` is not positive definite (a Cholesky failure, or
-    non-positive curvature met by CG), the exact meta-gradient is not defined by
-    the formula and :class:`fobmaml.NotPositiveDefiniteError` is raised.
+    If ``∇²g_i(φ*) + λI`` is not positive definite, the exact meta-gradient is not
+    defined by the formula, and the call fails instead of returning garbage:
+
+    - the closed form (``solver="auto"`` on quadratic tasks) raises
+      :class:`fobmaml.NotPositiveDefiniteError` when the Cholesky factorization of
+      ``A_i + λI`` fails;
+    - the iterative path usually finds out earlier: gradient descent on an inner
+      problem that is not strongly convex diverges, which raises
+      ``FloatingPointError`` naming the task and step; if the inner solve does
+      converge, CG meeting non-positive curvature raises
+      :class:`fobmaml.NotPositiveDefiniteError`.
     :meth:`value_and_gradient` returns the exact meta-loss F(x) with the gradient.
     """
 
     _kind = "exact"
     _needs_lam = True
 
-    def __init__(self, inner: InnerLoop, tol: float = 1e-10, max_iter: int = 100_000, solver: str = "auto") -> None:
+    def __init__(
+        self, inner: InnerLoop, tol: float = 1e-10, max_iter: int = 100_000, solver: str = "auto"
+    ) -> None:
         super().__init__(inner)
         self.tol = check.positive(tol, "tol")
         self.max_iter = check.integer(max_iter, "max_iter", minimum=1)

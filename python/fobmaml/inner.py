@@ -45,7 +45,9 @@ class InnerLoop:
     momentum: float = 0.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "steps", check.integer(self.steps, "steps", minimum=1, maximum=2**31 - 1))
+        object.__setattr__(
+            self, "steps", check.integer(self.steps, "steps", minimum=1, maximum=2**31 - 1)
+        )
         object.__setattr__(self, "lr", check.positive(self.lr, "lr"))
         object.__setattr__(self, "lam", check.non_negative(self.lam, "lam"))
         object.__setattr__(self, "momentum", check.in_unit_interval(self.momentum, "momentum"))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from . import _core
@@ -93,15 +91,17 @@ class QuadraticTasks(TaskBatch):
         self,
         A: np.ndarray,
         b: np.ndarray,
-        B: Optional[np.ndarray] = None,
-        c: Optional[np.ndarray] = None,
+        B: np.ndarray | None = None,
+        c: np.ndarray | None = None,
     ) -> None:
         A = check.float_array(A, "A", ndim=3, shape_doc="(m, n, n)")
         m, n = A.shape[0], A.shape[1]
         if A.shape[2] != n:
             raise ValueError(f"`A` must have shape (m, n, n) with square matrices (got {A.shape})")
         if m == 0 or n == 0:
-            raise ValueError(f"`A` must hold at least one task of dimension >= 1 (got shape {A.shape})")
+            raise ValueError(
+                f"`A` must hold at least one task of dimension >= 1 (got shape {A.shape})"
+            )
         b = check.float_array(b, "b", ndim=2, shape_doc=f"({m}, {n})")
         if b.shape != (m, n):
             raise ValueError(f"`b` must have shape ({m}, {n}) to match `A` (got {b.shape})")
@@ -111,7 +111,9 @@ class QuadraticTasks(TaskBatch):
             B = A if B is None else check.float_array(B, "B", ndim=3, shape_doc=f"({m}, {n}, {n})")
             c = b if c is None else check.float_array(c, "c", ndim=2, shape_doc=f"({m}, {n})")
             if B.shape != (m, n, n):
-                raise ValueError(f"`B` must have shape ({m}, {n}, {n}) to match `A` (got {B.shape})")
+                raise ValueError(
+                    f"`B` must have shape ({m}, {n}, {n}) to match `A` (got {B.shape})"
+                )
             if c.shape != (m, n):
                 raise ValueError(f"`c` must have shape ({m}, {n}) to match `A` (got {c.shape})")
             _symmetry_check(B, "B")

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <limits>
 #include <vector>
 
 #ifdef _OPENMP
@@ -54,19 +55,36 @@ void for_each_task(Index m, Make&& make, Body&& body) {
   for (Index i = 0; i < m; ++i) body(i, ws[thread_id()]);
 }
 
-// out = mean of the m rows of the row-major G (m x n), summed in task order.
-inline void mean_rows(const double* G, Index m, Index n, double* out) {
+// out = mean of the rows of the row-major G (m x n) whose task succeeded, summed in
+// task order. The rows (and losses, if given) of failed tasks are set to NaN, so
+// that nothing left over in memory can leak into the outputs. With no successful
+// task, out is NaN too; callers report the statuses.
+inline void finish_batch(double* G, double* losses, const Status* status, Index m, Index n, double* out) {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
   Eigen::Map<Vec> acc(out, n);
   acc.setZero();
-  for (Index i = 0; i < m; ++i) acc += Eigen::Map<const Vec>(G + i * n, n);
-  if (m > 0) acc /= static_cast<double>(m);
+  Index good = 0;
+  for (Index i = 0; i < m; ++i) {
+    Eigen::Map<Vec> row(G + i * n, n);
+    if (status[i].ok()) {
+      acc += row;
+      ++good;
+    } else {
+      row.setConstant(nan);
+      if (losses) losses[i] = nan;
+    }
+  }
+  if (good > 0)
+    acc /= static_cast<double>(good);
+  else
+    acc.setConstant(nan);
 }
 
 // Per-task estimates into the rows of G (m x n, row-major), losses into `losses`
 // (may be null), one status per task into `status`.
 template <class Family>
-void estimate_batch(const Family& fam, VecIn x, const EstimatorConfig& cfg, double* G,
-                    double* losses, Status* status) {
+void estimate_batch(const Family& fam, VecIn x, const EstimatorConfig& cfg, double* G, double* losses,
+                    Status* status) {
   const Vec x0 = x;  // an aligned private copy: results must not depend on the caller's alignment
   const Index n = fam.dim();
   for_each_task<TaskWorkspace<Family>>(

@@ -19,8 +19,8 @@ struct CGScratch {
 };
 
 struct CGOptions {
-  std::int64_t max_steps = 0;  // iteration cap
-  double tol = 0.0;            // stop when ||r|| <= tol ||b||; 0 runs exactly max_steps
+  std::int64_t max_steps = 0;      // iteration cap
+  double tol = 0.0;                // stop when ||r|| <= tol ||b||; 0 runs exactly max_steps
   bool require_converged = false;  // fail with not_converged if the cap is hit first
   bool require_pos_def = false;    // fail with not_pos_def on non-positive curvature
 };
@@ -41,8 +41,7 @@ Status conjugate_gradient(Apply&& apply, VecIn b, VecOut u, const CGOptions& opt
     apply(s.p, s.Mp);
     const double curv = s.p.dot(s.Mp);
     if (!std::isfinite(curv)) return Status::failure(Code::non_finite, Stage::cg, j + 1);
-    if (opt.require_pos_def && curv <= 0.0)
-      return Status::failure(Code::not_pos_def, Stage::cg, j + 1, curv);
+    if (opt.require_pos_def && curv <= 0.0) return Status::failure(Code::not_pos_def, Stage::cg, j + 1, curv);
     if (curv == 0.0) return Status{};
     const double a = rs / curv;
     u += a * s.p;

@@ -29,8 +29,8 @@ struct TaskWorkspace {
   typename Family::Workspace fam;
   InnerScratch inner;
   CGScratch cg;
-  Mat block;  // n x 3: phi, psi+, psi- iterated together
-  Mat traj;   // n x K: phi_0..phi_{K-1} (MAML, HF-MAML only)
+  Mat block;          // n x 3: phi, psi+, psi- iterated together
+  Mat traj;           // n x K: phi_0..phi_{K-1} (MAML, HF-MAML only)
   Mat fd_in, fd_out;  // n x 2: HF-MAML's phi +- eps v and their gradients
   Vec base, v, a_next, a_next2, a_cur, hv, acc;
 
@@ -79,11 +79,11 @@ Status adapt_task(const Family& fam, Index i, const Vec& x, const InnerConfig& i
 
 // The MAML reverse recursion (ESTIMATORS.md), with the HVP H_k a supplied by `hvp`.
 //   a_K = grad f(phi_K), a_{K+1} = 0, G = 0
-//   for k = K-1 .. 0:  G += lr lam a_{k+1};  a_k = (1 + beta - lr lam) a_{k+1} - lr H_k a_{k+1} - beta a_{k+2}
-//   return G + a_0 - beta a_1
+//   for k = K-1 .. 0:  G += lr lam a_{k+1};  a_k = (1 + beta - lr lam) a_{k+1} - lr H_k a_{k+1} - beta
+//   a_{k+2} return G + a_0 - beta a_1
 template <class Family, class Hvp>
-Status maml_backward(const Family& fam, Index i, const InnerConfig& c, TaskWorkspace<Family>& ws,
-                     Hvp&& hvp, VecOut g) {
+Status maml_backward(const Family& fam, Index i, const InnerConfig& c, TaskWorkspace<Family>& ws, Hvp&& hvp,
+                     VecOut g) {
   fam.query_grad(i, ws.block.leftCols(1), detail::as_block(ws.a_next), ws.fam);
   ws.a_next2.setZero();
   ws.acc.setZero();
@@ -202,21 +202,22 @@ Status estimate_task(const Family& fam, Index i, const Vec& x, const EstimatorCo
     case Kind::maml:
       st = adapt_task(fam, i, x, c, ws, loss, &ws.traj);
       if (!st.ok()) return st;
-      return maml_backward(fam, i, c, ws,
-                           [&](const auto& phi, const Vec& a, Vec& out) { fam.support_hvp(i, phi, a, out, ws.fam); },
-                           g);
+      return maml_backward(
+          fam, i, c, ws,
+          [&](const auto& phi, const Vec& a, Vec& out) { fam.support_hvp(i, phi, a, out, ws.fam); }, g);
     case Kind::hfmaml: {
       st = adapt_task(fam, i, x, c, ws, loss, &ws.traj);
       if (!st.ok()) return st;
       const double e = cfg.eps;
-      return maml_backward(fam, i, c, ws,
-                           [&](const auto& phi, const Vec& a, Vec& out) {
-                             ws.fd_in.col(0) = phi + e * a;
-                             ws.fd_in.col(1) = phi - e * a;
-                             fam.support_grad(i, ws.fd_in, ws.fd_out, ws.fam);
-                             out = (ws.fd_out.col(0) - ws.fd_out.col(1)) / (2.0 * e);
-                           },
-                           g);
+      return maml_backward(
+          fam, i, c, ws,
+          [&](const auto& phi, const Vec& a, Vec& out) {
+            ws.fd_in.col(0) = phi + e * a;
+            ws.fd_in.col(1) = phi - e * a;
+            fam.support_grad(i, ws.fd_in, ws.fd_out, ws.fam);
+            out = (ws.fd_out.col(0) - ws.fd_out.col(1)) / (2.0 * e);
+          },
+          g);
     }
     case Kind::imaml: {
       st = adapt_task(fam, i, x, c, ws, loss);

@@ -54,10 +54,9 @@ struct InnerScratch {
 // ||grad h(phi_k)|| <= tol ||grad h(x)||, and fails with not_converged if `steps`
 // iterations do not get there (the Exact estimator's inner solve).
 template <class Family>
-Status run_inner_loop(const Family& fam, Index task, const Vec& x, const InnerConfig& cfg,
-                      std::int64_t steps, const InnerBlock& blk, Eigen::Ref<Mat> Phi,
-                      InnerScratch& s, typename Family::Workspace& fws,
-                      Mat* trajectory = nullptr, double tol = 0.0) {
+Status run_inner_loop(const Family& fam, Index task, const Vec& x, const InnerConfig& cfg, std::int64_t steps,
+                      const InnerBlock& blk, Eigen::Ref<Mat> Phi, InnerScratch& s,
+                      typename Family::Workspace& fws, Mat* trajectory = nullptr, double tol = 0.0) {
   const Index p = blk.cols;
   auto phi = Phi.leftCols(p);
   auto prev = s.prev.leftCols(p);

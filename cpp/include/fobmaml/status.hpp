@@ -9,23 +9,23 @@ namespace fobmaml {
 
 enum class Code : int {
   ok = 0,
-  non_finite = 1,        // a NaN or Inf appeared
-  diverged = 2,          // the inner gradient grew past the divergence bound
-  not_pos_def = 3,       // d^2 g + lam I is not positive definite where it must be
-  not_converged = 4,     // a solve to tolerance hit its iteration cap
+  non_finite = 1,     // a NaN or Inf appeared
+  diverged = 2,       // the inner gradient grew past the divergence bound
+  not_pos_def = 3,    // d^2 g + lam I is not positive definite where it must be
+  not_converged = 4,  // a solve to tolerance hit its iteration cap
 };
 
 // Which computation a status refers to.
 enum class Stage : int {
   none = 0,
-  inner_loop,        // phi_k, the unperturbed inner loop
-  perturbed_plus,    // psi^{+s}
-  perturbed_minus,   // psi^{-s}
-  backward,          // the MAML / HF-MAML reverse recursion
-  cg,                // conjugate gradient (IMAML, Exact)
-  inner_solve,       // Exact: the inner problem solved to a tolerance
-  direct_solve,      // Exact: the closed form of a quadratic task
-  query,             // query loss / gradient at the adapted point
+  inner_loop,       // phi_k, the unperturbed inner loop
+  perturbed_plus,   // psi^{+s}
+  perturbed_minus,  // psi^{-s}
+  backward,         // the MAML / HF-MAML reverse recursion
+  cg,               // conjugate gradient (IMAML, Exact)
+  inner_solve,      // Exact: the inner problem solved to a tolerance
+  direct_solve,     // Exact: the closed form of a quadratic task
+  query,            // query loss / gradient at the adapted point
 };
 
 struct Status {

@@ -33,7 +33,8 @@ def quadratic_tasks(
 
     - ``A_i = Q_i diag(s) Q_i^T`` with ``Q_i`` a Haar-random rotation and the
       eigenvalues ``s`` spaced geometrically from ``L`` down to ``L / kappa``
-      (so ``cond(A_i) = kappa`` exactly, ``||A_i|| = L``);
+      (so ``cond(A_i) = kappa`` exactly, ``||A_i|| = L``; with n = 1 the single
+      eigenvalue is L and kappa has no effect);
     - a task optimum ``θ_i = θ̄ + task_spread · z_i`` with ``θ̄, z_i ~ N(0, I)``
       (``θ̄`` shared by all tasks), and ``b_i = A_i θ_i``, so that ``g_i`` is
       minimised at ``θ_i``;

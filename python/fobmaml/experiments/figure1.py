@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -45,8 +44,8 @@ class Figure1Config:
     kappa: float = 1e4  # condition number of every A_i
     L: float = 1.0  # largest eigenvalue of every A_i
     lam: float = 0.05  # proximal strength lambda
-    inner_lr: Optional[float] = None  # default 1 / (L + lam)
-    momentum_lr: Optional[float] = None  # inner step of the momentum variants, default inner_lr
+    inner_lr: float | None = None  # default 1 / (L + lam)
+    momentum_lr: float | None = None  # inner step of the momentum variants, default inner_lr
     momentum: float = 0.5  # heavy-ball beta of the momentum variants
     delta: float = 1e-3  # FO-B-MAML finite-difference step
     eps: float = 1e-5  # HF-MAML finite-difference step
@@ -101,7 +100,7 @@ class Method:
     make: Callable[[int], Estimator]  # K -> estimator
     color: str
     linestyle: str = "-"
-    marker: Optional[str] = None
+    marker: str | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -112,7 +111,9 @@ def methods(cfg: Figure1Config) -> list[Method]:
     shades = ["#9ecae1", "#4292c6", "#084594"]
     for j, cg in enumerate(cfg.cg_steps):
         out.append(
-            Method(f"iMAML (cg={cg})", lambda K, cg=cg: IMAML(gd(K), cg_steps=cg), shades[j % 3], "--")
+            Method(
+                f"iMAML (cg={cg})", lambda K, cg=cg: IMAML(gd(K), cg_steps=cg), shades[j % 3], "--"
+            )
         )
     out += [
         Method("FO-MAML", lambda K: FOMAML(gd(K)), "#d62728", ":"),
@@ -196,7 +197,9 @@ def right_panel(cfg, tasks, ms, exact, F_star, L_F, progress):
     ms = [Method("Exact (reference)", lambda K: Exact(cfg.gd_inner(K)), "#e377c2", "--")] + ms
     grid = [c / L_F for c in cfg.lr_grid]
     tuning, curves = [], {}
-    bar = tqdm(total=len(ms) * (len(grid) + 1), desc="figure 1, right: meta-training", disable=not progress)
+    bar = tqdm(
+        total=len(ms) * (len(grid) + 1), desc="figure 1, right: meta-training", disable=not progress
+    )
     for meth in ms:
         est = meth.make(cfg.steps_right)
         best = (np.inf, None)
@@ -249,7 +252,9 @@ def plot(cfg, ms_left, errors, ms_right, curves, F_star, path: Path):
     axr.set_ylim(bottom=max(1e-16, floor / 100) if np.isfinite(floor) else None)
     axr.set_xlabel("outer iteration")
     axr.set_ylabel(r"exact meta-loss gap $F(x_t) - F^*$")
-    axr.set_title(f"meta-training: K={cfg.steps_right}, outer GD, step tuned per method", fontsize=10)
+    axr.set_title(
+        f"meta-training: K={cfg.steps_right}, outer GD, step tuned per method", fontsize=10
+    )
     axr.grid(True, which="major", alpha=0.3)
     handles, labels = axr.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=7, frameon=False)
@@ -257,7 +262,7 @@ def plot(cfg, ms_left, errors, ms_right, curves, F_star, path: Path):
     return path
 
 
-def run(out: str | Path, cfg: Optional[Figure1Config] = None, progress: bool = True) -> dict:
+def run(out: str | Path, cfg: Figure1Config | None = None, progress: bool = True) -> dict:
     """Compute both panels and write PNG, CSV and JSON into `out`. Returns a summary."""
     cfg = cfg or Figure1Config()
     out = out_dir(out)
@@ -272,18 +277,41 @@ def run(out: str | Path, cfg: Optional[Figure1Config] = None, progress: bool = T
     ms_right, tuning, curves = right_panel(cfg, tasks, ms, exact, F_star, L_F, progress)
     t_total = time.perf_counter() - t0
 
-    write_csv(out / "figure1_left.csv", ["K"] + [m.label for m in ms],
-              ([K] + list(errors[r]) for r, K in enumerate(cfg.steps_left)))
+    write_csv(
+        out / "figure1_left.csv",
+        ["K"] + [m.label for m in ms],
+        ([K] + list(errors[r]) for r, K in enumerate(cfg.steps_left)),
+    )
     rows = []
     for meth in ms_right:
         lr, h = curves[meth.label]
         for t in range(len(h["iteration"])):
-            rows.append((meth.label, lr, int(h["iteration"][t]), h["exact_loss"][t],
-                         h["exact_loss"][t] - F_star, h["exact_grad_norm"][t], h["meta_loss"][t],
-                         h["estimate_norm"][t]))
-    write_csv(out / "figure1_right.csv",
-              ["method", "outer_lr", "iteration", "exact_loss", "gap", "exact_grad_norm",
-               "meta_loss_K", "estimate_norm"], rows)
+            rows.append(
+                (
+                    meth.label,
+                    lr,
+                    int(h["iteration"][t]),
+                    h["exact_loss"][t],
+                    h["exact_loss"][t] - F_star,
+                    h["exact_grad_norm"][t],
+                    h["meta_loss"][t],
+                    h["estimate_norm"][t],
+                )
+            )
+    write_csv(
+        out / "figure1_right.csv",
+        [
+            "method",
+            "outer_lr",
+            "iteration",
+            "exact_loss",
+            "gap",
+            "exact_grad_norm",
+            "meta_loss_K",
+            "estimate_norm",
+        ],
+        rows,
+    )
     write_csv(out / "figure1_lr_tuning.csv", ["method", "outer_lr", "final_gap"], tuning)
     png = plot(cfg, ms, errors, ms_right, curves, F_star, out / "figure1.png")
 
@@ -299,7 +327,8 @@ def run(out: str | Path, cfg: Optional[Figure1Config] = None, progress: bool = T
         "right_outer_lr": {m.label: float(curves[m.label][0]) for m in ms_right},
         "seconds": {"left": t_left, "total": t_total},
         "environment": environment(),
-        "outputs": [p.name for p in (png,)] + ["figure1_left.csv", "figure1_right.csv", "figure1_lr_tuning.csv"],
+        "outputs": [p.name for p in (png,)]
+        + ["figure1_left.csv", "figure1_right.csv", "figure1_lr_tuning.csv"],
     }
     write_json(out / "settings.json", summary)
     return summary

@@ -26,8 +26,7 @@ class QuadraticTasks {
   };
 
   // B and c may be null: the query loss is then the support loss.
-  QuadraticTasks(const double* A, const double* b, const double* B, const double* c, Index m,
-                 Index n)
+  QuadraticTasks(const double* A, const double* b, const double* B, const double* c, Index m, Index n)
       : A_(A), b_(b), B_(B ? B : A), c_(c ? c : b), m_(m), n_(n), same_query_(B == nullptr) {}
 
   Index num_tasks() const { return m_; }
@@ -44,19 +43,13 @@ class QuadraticTasks {
   double query_loss(Index i, VecIn phi, Workspace&) const { return loss(B(i), c(i), phi); }
 
   // G[:, j] = A_i Phi[:, j] - b_i for every column j.
-  void support_grad(Index i, BlockIn Phi, BlockOut G, Workspace&) const {
-    affine_block(A(i), b(i), Phi, G);
-  }
-  void query_grad(Index i, BlockIn Phi, BlockOut G, Workspace&) const {
-    affine_block(B(i), c(i), Phi, G);
-  }
+  void support_grad(Index i, BlockIn Phi, BlockOut G, Workspace&) const { affine_block(A(i), b(i), Phi, G); }
+  void query_grad(Index i, BlockIn Phi, BlockOut G, Workspace&) const { affine_block(B(i), c(i), Phi, G); }
   // The Hessian of g_i is A_i everywhere.
   void support_hvp(Index i, VecIn /*phi*/, VecIn v, VecOut out, Workspace&) const {
     out.noalias() = A(i) * v;
   }
-  void query_hvp(Index i, VecIn /*phi*/, VecIn v, VecOut out, Workspace&) const {
-    out.noalias() = B(i) * v;
-  }
+  void query_hvp(Index i, VecIn /*phi*/, VecIn v, VecOut out, Workspace&) const { out.noalias() = B(i) * v; }
 
   // Closed form of the exact meta-gradient of task i (see ESTIMATORS.md):
   //   phi* = (A + lam I)^{-1} (b + lam x),   grad = lam (A + lam I)^{-1} (B phi* - c).
