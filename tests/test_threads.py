@@ -81,12 +81,13 @@ def test_meta_loss_and_adapt_identical_for_one_and_two_threads(batch, inner, res
     assert V1[0] == V2[0] and np.array_equal(V1[1], V2[1])
 
 
+# Large enough (n = 60) for the automatic thread count to use both threads.
 _SCRIPT = """
 import numpy as np, fobmaml as fm
-tasks = fm.datasets.quadratic_tasks(9, 11, kappa=50.0, seed=4, separate_query=True)
+tasks = fm.datasets.quadratic_tasks(9, 60, kappa=50.0, seed=4, separate_query=True)
 inner = fm.InnerLoop(steps=25, lr=0.5, lam=0.8, momentum=0.4)
-est = fm.FOBMAML(inner, delta=1e-3, scheme="symmetric").estimate(np.ones(11), tasks, losses=True)
-maml = fm.MAML(inner).meta_gradient(np.ones(11), tasks)
+est = fm.FOBMAML(inner, delta=1e-3, scheme="symmetric").estimate(np.ones(60), tasks, losses=True)
+maml = fm.MAML(inner).meta_gradient(np.ones(60), tasks)
 print(fm.get_num_threads())
 print(est.task_gradients.tobytes().hex())
 print(est.gradient.tobytes().hex())
@@ -109,7 +110,7 @@ def test_omp_num_threads_environment_gives_identical_bytes():
     assert outputs["1"] == outputs["2"]
     # The bytes are a real result (not, e.g., empty): they decode to finite numbers.
     g = np.frombuffer(bytes.fromhex(outputs["1"][1]), dtype=np.float64)
-    assert g.shape == (11,) and np.isfinite(g).all() and np.abs(g).max() > 0
+    assert g.shape == (60,) and np.isfinite(g).all() and np.abs(g).max() > 0
 
 
 def test_more_threads_than_tasks(restore_threads):

@@ -196,7 +196,7 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("max_threads", &max_threads);
   m.def("set_num_threads", &fobmaml::set_num_threads, py::arg("k"),
-        "Threads used by the kernels (0 restores OpenMP's default).");
+        "Threads used by the kernels: k > 0 exactly (at most one per task), 0 automatic.");
   m.def("build_info", [] {
     py::dict d;
     d["compiler"] = compiler();

@@ -36,14 +36,21 @@ def build_info() -> dict:
 
 
 def set_num_threads(k: int) -> None:
-    """Threads used by the kernels, process-wide (0 restores OpenMP's default)."""
+    """Threads used by the kernels, process-wide.
+
+    ``k > 0`` uses exactly k threads (at most one per task). ``k = 0``, the default,
+    is automatic: up to OpenMP's default (``OMP_NUM_THREADS`` or the number of cores),
+    but a batch too small to pay for a second thread runs on one. Results do not
+    depend on the number of threads: every task is computed the same way and the
+    sum over tasks is taken in task order.
+    """
     from . import _validation
 
     _core.set_num_threads(_validation.integer(k, "k", minimum=0))
 
 
 def get_num_threads() -> int:
-    """Threads the kernels will use (at most one per task of a batch)."""
+    """The most threads the kernels will use (a batch uses at most one per task)."""
     return int(_core.max_threads())
 
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <limits>
 #include <vector>
 
@@ -18,9 +19,10 @@
 
 namespace fobmaml {
 
-// Threads used by the batch kernels; 0 means OpenMP's default (OMP_NUM_THREADS or
-// the number of cores). Process-wide, unlike omp_set_num_threads, which only
-// affects the calling thread.
+// Threads used by the batch kernels. 0 (the default) is automatic: up to OpenMP's
+// default (OMP_NUM_THREADS or the number of cores), but no more than the work pays
+// for (see threads_for). A positive value is used as given, whatever the work.
+// Process-wide, unlike omp_set_num_threads, which only affects the calling thread.
 inline std::atomic<int> g_num_threads{0};
 
 inline void set_num_threads(int k) { g_num_threads.store(k < 0 ? 0 : k); }
@@ -34,6 +36,45 @@ inline int max_threads() {
 #endif
 }
 
+// In automatic mode, each thread must get at least this many estimated flops; below
+// it, waking a second thread (or waiting for one descheduled on a busy machine)
+// costs more than it saves.
+constexpr double kMinFlopsPerThread = 2e5;
+
+// Threads for m tasks of `flops_per_task` estimated flops each.
+inline int threads_for(Index m, double flops_per_task) {
+  Index t = std::min<Index>(max_threads(), m);
+  if (g_num_threads.load() == 0) {
+    const double by_work = std::floor(static_cast<double>(m) * flops_per_task / kMinFlopsPerThread);
+    t = std::min<Index>(t, static_cast<Index>(std::min(by_work, 1e6)));
+  }
+  return static_cast<int>(std::max<Index>(1, t));
+}
+
+// A rough cost model of one task: gradient evaluations times the family's cost of one.
+template <class Family>
+double task_flops(const Family& fam, const EstimatorConfig& cfg) {
+  double evals = cfg.inner.steps + 1.0;
+  switch (cfg.kind) {
+    case Kind::maml:
+    case Kind::fobmaml:
+      evals *= 2.0;
+      break;
+    case Kind::hfmaml:
+      evals *= 3.0;
+      break;
+    case Kind::imaml:
+      evals += cfg.cg_steps;
+      break;
+    case Kind::exact:
+      evals = 1e3;  // solves to tolerance: always worth the threads
+      break;
+    default:
+      break;
+  }
+  return evals * fam.gradient_flops();
+}
+
 inline int thread_id() {
 #ifdef _OPENMP
   return omp_get_thread_num();
@@ -42,12 +83,11 @@ inline int thread_id() {
 #endif
 }
 
-// Calls body(i, workspace) for i = 0..m-1 in parallel. Workspaces are built here,
+// Calls body(i, workspace) for i = 0..m-1 on `threads` threads. Workspaces are built here,
 // before the parallel region (so an allocation failure surfaces as an exception
 // in the calling thread), one per thread actually used.
 template <class Workspace, class Make, class Body>
-void for_each_task(Index m, Make&& make, Body&& body) {
-  const int threads = static_cast<int>(std::max<Index>(1, std::min<Index>(max_threads(), m)));
+void for_each_task(Index m, int threads, Make&& make, Body&& body) {
   std::vector<Workspace> ws;
   ws.reserve(threads);
   for (int t = 0; t < threads; ++t) ws.push_back(make());
@@ -87,8 +127,9 @@ void estimate_batch(const Family& fam, VecIn x, const EstimatorConfig& cfg, doub
                     Status* status) {
   const Vec x0 = x;  // an aligned private copy: results must not depend on the caller's alignment
   const Index n = fam.dim();
+  const Index m = fam.num_tasks();
   for_each_task<TaskWorkspace<Family>>(
-      fam.num_tasks(), [&] { return TaskWorkspace<Family>(fam, cfg); },
+      m, threads_for(m, task_flops(fam, cfg)), [&] { return TaskWorkspace<Family>(fam, cfg); },
       [&](Index i, TaskWorkspace<Family>& ws) {
         Eigen::Map<Vec> g(G + i * n, n);
         status[i] = estimate_task(fam, i, x0, cfg, ws, g, losses ? losses + i : nullptr);
@@ -104,8 +145,9 @@ void adapt_batch(const Family& fam, VecIn x, const InnerConfig& inner, double* P
   EstimatorConfig cfg;
   cfg.kind = Kind::fomaml;
   cfg.inner = inner;
+  const Index m = fam.num_tasks();
   for_each_task<TaskWorkspace<Family>>(
-      fam.num_tasks(), [&] { return TaskWorkspace<Family>(fam, cfg); },
+      m, threads_for(m, task_flops(fam, cfg)), [&] { return TaskWorkspace<Family>(fam, cfg); },
       [&](Index i, TaskWorkspace<Family>& ws) {
         status[i] = adapt_task(fam, i, x0, inner, ws, losses ? losses + i : nullptr);
         if (status[i].ok() && Phi) Eigen::Map<Vec>(Phi + i * n, n) = ws.block.col(0);

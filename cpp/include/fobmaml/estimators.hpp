@@ -1,6 +1,6 @@
 // Per-task meta-gradient estimators (ESTIMATORS.md, "Estimators"). Each one is
 // written once, against the task-family interface:
-//   num_tasks(), dim(), query_is_support(), make_workspace(),
+//   num_tasks(), dim(), query_is_support(), make_workspace(), gradient_flops(),
 //   support_loss / query_loss(i, phi, ws),
 //   support_grad / query_grad(i, Phi (n x p), G (n x p), ws),
 //   support_hvp(i, phi, v, out, ws),

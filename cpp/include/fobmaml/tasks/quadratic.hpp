@@ -33,6 +33,8 @@ class QuadraticTasks {
   Index dim() const { return n_; }
   bool query_is_support() const { return same_query_; }
   Workspace make_workspace() const { return Workspace{}; }
+  // Estimated flops of one gradient (one column): a matrix-vector product.
+  double gradient_flops() const { return 2.0 * static_cast<double>(n_) * static_cast<double>(n_); }
 
   MatMap A(Index i) const { return MatMap(A_ + i * n_ * n_, n_, n_); }
   VecMap b(Index i) const { return VecMap(b_ + i * n_, n_); }
