@@ -8,7 +8,7 @@
 (20,)
 """
 
-from . import _core, datasets, optim
+from . import _core, datasets, mlp, optim
 from ._version import __version__
 from .errors import ConvergenceError, NotPositiveDefiniteError
 from .estimators import (
@@ -24,9 +24,10 @@ from .estimators import (
     adapt,
     meta_loss,
 )
+from .evaluation import Evaluation, evaluate
 from .inner import InnerLoop
 from .optim import GD, SGD, SNGDM, Adam, ClippedGD, Momentum, NormalizedGD, Optimizer
-from .tasks import QuadraticTasks, TaskBatch
+from .tasks import MLPTasks, QuadraticTasks, TaskBatch
 from .train import TrainResult, meta_train
 
 
@@ -63,6 +64,8 @@ __all__ = [
     "InnerLoop",
     "TaskBatch",
     "QuadraticTasks",
+    "MLPTasks",
+    "mlp",
     "Estimate",
     "Estimator",
     "MAML",
@@ -74,6 +77,8 @@ __all__ = [
     "Exact",
     "meta_loss",
     "adapt",
+    "evaluate",
+    "Evaluation",
     "optim",
     "Optimizer",
     "GD",

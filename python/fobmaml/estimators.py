@@ -331,7 +331,7 @@ def _adapt(x, tasks, inner, want_phi):
     tasks = _check_tasks(tasks)
     inner = _check_inner(inner)
     x = check.params_vector(x, tasks.dim)
-    phi, losses, st = _core.adapt(tasks._handle, x, inner._config(), want_phi)
+    phi, losses, _, st = _core.adapt(tasks._handle, x, inner._config(), want_phi)
     raise_for_status(TaskStatus(*st), "inner loop")
     return phi, losses
 

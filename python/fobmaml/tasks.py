@@ -6,8 +6,9 @@ import numpy as np
 
 from . import _core
 from . import _validation as check
+from . import mlp as _mlp
 
-__all__ = ["TaskBatch", "QuadraticTasks"]
+__all__ = ["TaskBatch", "QuadraticTasks", "MLPTasks"]
 
 
 class TaskBatch:
@@ -31,6 +32,42 @@ class TaskBatch:
     def __getitem__(self, index) -> TaskBatch:
         """The sub-batch of the tasks selected by `index` (an int, slice or index array)."""
         raise NotImplementedError
+
+    # -- the family's own functions ---------------------------------------------------
+    def _rows(self, value: object, name: str) -> np.ndarray:
+        """`value` as (m, n): a vector (n,) is used for every task."""
+        m, n = self.num_tasks, self.dim
+        arr = check.float_array(value, name)
+        if arr.shape == (n,):
+            return np.ascontiguousarray(np.broadcast_to(arr, (m, n)))
+        if arr.shape != (m, n):
+            raise ValueError(f"`{name}` must have shape ({n},) or ({m}, {n}) (got {arr.shape})")
+        return arr
+
+    def _eval(self, phi, v, which: str):
+        check.choice(which, "which", ("support", "query"))
+        phi = self._rows(phi, "phi")
+        v = None if v is None else self._rows(v, "v")
+        out = _core.family_eval(self._handle, which == "query", phi, v)
+        for name, arr in zip(("loss", "gradient", "hvp"), out):
+            if arr is not None and not np.isfinite(arr).all():
+                raise FloatingPointError(f"the {which} {name} is not finite at the given `phi`")
+        return out
+
+    def losses(self, phi: np.ndarray, which: str = "support") -> np.ndarray:
+        """Per-task loss g_i(phi_i) (``which="support"``) or f_i(phi_i) (``"query"``), shape (m,).
+
+        `phi` is a vector (n,) used for every task, or one row per task (m, n).
+        """
+        return self._eval(phi, None, which)[0]
+
+    def gradients(self, phi: np.ndarray, which: str = "support") -> np.ndarray:
+        """Per-task gradient of the support (or query) loss at phi, shape (m, n)."""
+        return self._eval(phi, None, which)[1]
+
+    def hvps(self, phi: np.ndarray, v: np.ndarray, which: str = "support") -> np.ndarray:
+        """Per-task Hessian-vector product of the support (or query) loss at phi with v, (m, n)."""
+        return self._eval(phi, v, which)[2]
 
     def _select(self, index) -> np.ndarray:
         idx = np.arange(self.num_tasks)[index]
@@ -130,3 +167,146 @@ class QuadraticTasks(TaskBatch):
     def __repr__(self) -> str:
         q = ", separate query" if self.separate_query else ""
         return f"QuadraticTasks(m={self.num_tasks}, n={self.dim}{q})"
+
+
+class MLPTasks(TaskBatch):
+    r"""A batch of few-shot learning tasks for a fully connected network.
+
+    Task i adapts on its support set and is judged on its query set:
+
+    .. math::
+
+        g_i(\phi) = \ell(\mathrm{net}_\phi(X^s_i), Y^s_i), \qquad
+        f_i(\phi) = \ell(\mathrm{net}_\phi(X^q_i), Y^q_i),
+
+    with :math:`\ell` the mean squared error over all output elements (``"mse"``) or
+    the mean over samples of the softmax cross-entropy (``"xent"``). See
+    :mod:`fobmaml.mlp` for the parameter layout (PyTorch's ``parameters_to_vector``
+    order) and for the no-hidden-layer case: linear regression (``layers=[d, 1]``,
+    ``"mse"``) and softmax/logistic regression (``layers=[d, c]``, ``"xent"``).
+
+    Gradients are exact (backpropagation); Hessian-vector products are exact
+    (Pearlmutter's R-operator), with the second derivative of relu taken as 0.
+
+    Parameters
+    ----------
+    X_support : array_like, shape (m, k_s, d_in)
+    Y_support : array_like
+        Shape (m, k_s, d_out) float targets for ``"mse"``; shape (m, k_s) integer labels
+        in ``[0, d_out)`` for ``"xent"``.
+    X_query, Y_query : array_like, optional
+        The query set, shapes as above with k_q samples; default: the support set.
+    layers : sequence of int
+        ``[d_in, h_1, ..., d_out]``.
+    activation : {"relu", "tanh"}
+    loss : {"mse", "xent"}
+
+    Notes
+    -----
+    Arrays that already are float64 (int64 for labels) and C-contiguous are used in
+    place, without a copy. Do not modify them while the task batch is in use.
+
+    Examples
+    --------
+    >>> import numpy as np, fobmaml as fm
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((4, 10, 1)); Y = np.sin(X)
+    >>> tasks = fm.MLPTasks(X, Y, layers=[1, 16, 1], activation="tanh", loss="mse")
+    >>> tasks.num_tasks, tasks.dim
+    (4, 49)
+    """
+
+    def __init__(
+        self,
+        X_support: np.ndarray,
+        Y_support: np.ndarray,
+        X_query: np.ndarray | None = None,
+        Y_query: np.ndarray | None = None,
+        *,
+        layers: list[int],
+        activation: str = "relu",
+        loss: str = "mse",
+    ) -> None:
+        self.layers = _mlp.check_layers(layers)
+        self.activation = check.choice(activation, "activation", _mlp.ACTIVATIONS)
+        self.loss = check.choice(loss, "loss", _mlp.LOSSES)
+        if (X_query is None) != (Y_query is None):
+            raise ValueError("`X_query` and `Y_query` must be given together (or both omitted)")
+        self.separate_query = X_query is not None
+        self.X_support, self.Y_support = self._data(X_support, Y_support, "support", None)
+        m = self.X_support.shape[0]
+        if self.separate_query:
+            self.X_query, self.Y_query = self._data(X_query, Y_query, "query", m)
+        else:
+            self.X_query, self.Y_query = self.X_support, self.Y_support
+        mse = self.loss == "mse"
+        self._handle = _core.MLPTasks(
+            self.X_support,
+            self.Y_support if mse else None,
+            None if mse else self.Y_support,
+            self.X_query,
+            self.Y_query if mse else None,
+            None if mse else self.Y_query,
+            not self.separate_query,
+            self.layers,
+            getattr(_core.Activation, self.activation),
+            getattr(_core.Loss, self.loss),
+        )
+
+    def _data(self, X, Y, which: str, m: int | None):
+        d_in, d_out = self.layers[0], self.layers[-1]
+        xn, yn = f"X_{which}", f"Y_{which}"
+        X = check.float_array(X, xn, ndim=3, shape_doc="(m, k, d_in)")
+        if m is not None and X.shape[0] != m:
+            raise ValueError(
+                f"`{xn}` must hold the same {m} tasks as `X_support` (got {X.shape[0]})"
+            )
+        if X.shape[0] == 0:
+            raise ValueError(f"`{xn}` must hold at least one task (got shape {X.shape})")
+        if X.shape[1] == 0:
+            raise ValueError(f"`{xn}` must hold at least one sample per task (got k = 0)")
+        if X.shape[2] != d_in:
+            raise ValueError(
+                f"`{xn}` must have last dimension d_in = layers[0] = {d_in} (got shape {X.shape})"
+            )
+        mk = X.shape[:2]
+        if self.loss == "mse":
+            Y = check.float_array(Y, yn, ndim=3, shape_doc=f"({mk[0]}, {mk[1]}, {d_out})")
+            if Y.shape != (*mk, d_out):
+                raise ValueError(
+                    f"`{yn}` must have shape {(*mk, d_out)} to match `{xn}` and d_out = {d_out} "
+                    f"(got {Y.shape})"
+                )
+            return X, Y
+        Y = np.asarray(Y)
+        if Y.dtype.kind not in "iu":
+            raise TypeError(
+                f"`{yn}` must hold integer class labels for loss='xent' (got dtype {Y.dtype})"
+            )
+        if Y.shape != mk:
+            raise ValueError(f"`{yn}` must have shape {mk} to match `{xn}` (got {Y.shape})")
+        if Y.size and (Y.min() < 0 or Y.max() >= d_out):
+            raise ValueError(
+                f"`{yn}` labels must be in [0, {d_out}) for d_out = layers[-1] = {d_out} "
+                f"(got range [{Y.min()}, {Y.max()}])"
+            )
+        return X, np.ascontiguousarray(Y, dtype=np.int64)
+
+    def __getitem__(self, index) -> MLPTasks:
+        idx = self._select(index)
+        q = (self.X_query[idx], self.Y_query[idx]) if self.separate_query else (None, None)
+        return MLPTasks(
+            self.X_support[idx],
+            self.Y_support[idx],
+            *q,
+            layers=self.layers,
+            activation=self.activation,
+            loss=self.loss,
+        )
+
+    def __repr__(self) -> str:
+        k_s, k_q = self.X_support.shape[1], self.X_query.shape[1]
+        return (
+            f"MLPTasks(m={self.num_tasks}, layers={self.layers}, activation={self.activation!r}, "
+            f"loss={self.loss!r}, k_support={k_s}, k_query={k_q})"
+        )

@@ -136,10 +136,11 @@ void estimate_batch(const Family& fam, VecIn x, const EstimatorConfig& cfg, doub
       });
 }
 
-// phi_K of every task into the rows of Phi (if non-null) and f_i(phi_K) into losses (if non-null).
+// phi_K of every task into the rows of Phi, f_i(phi_K) into losses and the query
+// accuracy at phi_K into accuracy (each may be null). inner.steps = 0 evaluates x itself.
 template <class Family>
 void adapt_batch(const Family& fam, VecIn x, const InnerConfig& inner, double* Phi, double* losses,
-                 Status* status) {
+                 double* accuracy, Status* status) {
   const Vec x0 = x;
   const Index n = fam.dim();
   EstimatorConfig cfg;
@@ -150,7 +151,38 @@ void adapt_batch(const Family& fam, VecIn x, const InnerConfig& inner, double* P
       m, threads_for(m, task_flops(fam, cfg)), [&] { return TaskWorkspace<Family>(fam, cfg); },
       [&](Index i, TaskWorkspace<Family>& ws) {
         status[i] = adapt_task(fam, i, x0, inner, ws, losses ? losses + i : nullptr);
-        if (status[i].ok() && Phi) Eigen::Map<Vec>(Phi + i * n, n) = ws.block.col(0);
+        if (!status[i].ok()) return;
+        if (Phi) Eigen::Map<Vec>(Phi + i * n, n) = ws.block.col(0);
+        if (accuracy) accuracy[i] = fam.query_accuracy(i, ws.block.col(0), ws.fam);
+      });
+}
+
+// The family's own functions, per task: at the row phi_i of Phi (m x n), the
+// support (query if `query`) loss into losses[i], its gradient into the row of G and,
+// if V is non-null, its Hessian times the row v_i of V into the row of HV.
+template <class Family>
+void family_batch(const Family& fam, bool query, const double* Phi, const double* V, double* losses,
+                  double* G, double* HV) {
+  const Index m = fam.num_tasks(), n = fam.dim();
+  for_each_task<typename Family::Workspace>(
+      m, threads_for(m, 2.0 * fam.gradient_flops()), [&] { return fam.make_workspace(); },
+      [&](Index i, typename Family::Workspace& ws) {
+        const Eigen::Map<const Mat> phi(Phi + i * n, n, 1);
+        Eigen::Map<Mat> g(G + i * n, n, 1);
+        if (query) {
+          losses[i] = fam.query_loss(i, phi.col(0), ws);
+          fam.query_grad(i, phi, g, ws);
+        } else {
+          losses[i] = fam.support_loss(i, phi.col(0), ws);
+          fam.support_grad(i, phi, g, ws);
+        }
+        if (!V) return;
+        const Eigen::Map<const Vec> v(V + i * n, n);
+        Eigen::Map<Vec> hv(HV + i * n, n);
+        if (query)
+          fam.query_hvp(i, phi.col(0), v, hv, ws);
+        else
+          fam.support_hvp(i, phi.col(0), v, hv, ws);
       });
 }
 

@@ -3,7 +3,7 @@
 //   num_tasks(), dim(), query_is_support(), make_workspace(), gradient_flops(),
 //   support_loss / query_loss(i, phi, ws),
 //   support_grad / query_grad(i, Phi (n x p), G (n x p), ws),
-//   support_hvp(i, phi, v, out, ws),
+//   support_hvp(i, phi, v, out, ws), query_accuracy(i, phi, ws) (NaN without classes),
 //   has_direct_solve and, if true, direct_exact(i, x, lam, phi*, grad, &loss, ws).
 #pragma once
 

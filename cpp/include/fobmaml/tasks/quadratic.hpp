@@ -7,6 +7,7 @@
 
 #include <Eigen/Cholesky>
 #include <Eigen/Core>
+#include <limits>
 
 #include "../status.hpp"
 #include "../types.hpp"
@@ -52,6 +53,8 @@ class QuadraticTasks {
     out.noalias() = A(i) * v;
   }
   void query_hvp(Index i, VecIn /*phi*/, VecIn v, VecOut out, Workspace&) const { out.noalias() = B(i) * v; }
+  // Quadratic tasks have no classes.
+  double query_accuracy(Index, VecIn, Workspace&) const { return std::numeric_limits<double>::quiet_NaN(); }
 
   // Closed form of the exact meta-gradient of task i (see ESTIMATORS.md):
   //   phi* = (A + lam I)^{-1} (b + lam x),   grad = lam (A + lam I)^{-1} (B phi* - c).
