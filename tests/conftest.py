@@ -18,8 +18,9 @@ import fobmaml as fm  # noqa: E402
 
 @pytest.fixture
 def restore_threads():
-    """Put the process-wide kernel thread count back as it was after the test."""
-    before = fm.get_num_threads()
+    """Put the process-wide kernel thread setting back as it was after the test."""
+    before = fm.set_num_threads(0)
+    fm.set_num_threads(before)
     yield
     fm.set_num_threads(before)
 

@@ -160,7 +160,7 @@ SINUSOID_BAD = [
         "`layers` must start with d_in = 1 and end with d_out = 1",
     ),
     ({"layers": [1]}, ValueError, "`layers` must list at least"),
-    ({"layers": [1, 0, 1]}, ValueError, r"`layers\[i\]` must be >= 1"),
+    ({"layers": [1, 0, 1]}, ValueError, r"`layers\[1\]` must be >= 1"),
     ({"layers": "1-40-1"}, TypeError, "`layers` must be a sequence"),
     ({"activation": "sigmoid"}, ValueError, "`activation` must be one of"),
     ({"amplitude": (5.0, 0.1)}, ValueError, "`amplitude` must be \\(low, high\\) with low < high"),

@@ -67,7 +67,8 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("eps", &EstimatorConfig::eps)
       .def_readwrite("tol", &EstimatorConfig::tol)
       .def_readwrite("max_iter", &EstimatorConfig::max_iter)
-      .def_readwrite("solver", &EstimatorConfig::solver);
+      .def_readwrite("solver", &EstimatorConfig::solver)
+      .def_readwrite("pd_check_steps", &EstimatorConfig::pd_check_steps);
 
   bindings::bind_quadratic(m);
   bindings::bind_mlp(m);
@@ -79,7 +80,8 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("max_threads", &max_threads);
   m.def("set_num_threads", &fobmaml::set_num_threads, py::arg("k"),
-        "Threads used by the kernels: k > 0 exactly (at most one per task), 0 automatic.");
+        "Threads used by the kernels: k > 0 exactly (at most one per task), 0 automatic. Returns the "
+        "previous setting.");
   m.def("build_info", [] {
     py::dict d;
     d["compiler"] = compiler();
@@ -100,7 +102,7 @@ PYBIND11_MODULE(_core, m) {
   py::list codes, stages;
   for (const char* s : {"ok", "non_finite", "diverged", "not_pos_def", "not_converged"}) codes.append(s);
   for (const char* s : {"none", "inner_loop", "perturbed_plus", "perturbed_minus", "backward", "cg",
-                        "inner_solve", "direct_solve", "query"})
+                        "inner_solve", "direct_solve", "query", "curvature_probe"})
     stages.append(s);
   m.attr("STATUS_CODES") = codes;
   m.attr("STATUS_STAGES") = stages;

@@ -8,6 +8,8 @@
 (20,)
 """
 
+import contextlib
+
 from . import _core, datasets, mlp, optim
 from ._version import __version__
 from .errors import ConvergenceError, NotPositiveDefiniteError
@@ -36,18 +38,33 @@ def build_info() -> dict:
     return dict(_core.build_info())
 
 
-def set_num_threads(k: int) -> None:
-    """Threads used by the kernels, process-wide.
+def set_num_threads(k: int) -> int:
+    """Threads used by the kernels, process-wide; returns the previous setting.
 
     ``k > 0`` uses exactly k threads (at most one per task). ``k = 0``, the default,
     is automatic: up to OpenMP's default (``OMP_NUM_THREADS`` or the number of cores),
     but a batch too small to pay for a second thread runs on one. Results do not
     depend on the number of threads: every task is computed the same way and the
-    sum over tasks is taken in task order.
+    sum over tasks is taken in task order. See also :func:`num_threads`.
     """
     from . import _validation
 
-    _core.set_num_threads(_validation.integer(k, "k", minimum=0))
+    return int(_core.set_num_threads(_validation.integer(k, "k", minimum=0)))
+
+
+@contextlib.contextmanager
+def num_threads(k: int):
+    """Context manager: run the kernels on k threads (0: automatic) inside the block.
+
+    >>> import fobmaml as fm
+    >>> with fm.num_threads(1):
+    ...     pass
+    """
+    previous = set_num_threads(k)
+    try:
+        yield
+    finally:
+        _core.set_num_threads(previous)
 
 
 def get_num_threads() -> int:
@@ -60,6 +77,7 @@ __all__ = [
     "build_info",
     "set_num_threads",
     "get_num_threads",
+    "num_threads",
     "datasets",
     "InnerLoop",
     "TaskBatch",

@@ -42,6 +42,7 @@ _STAGE_TEXT = {
     "inner_solve": "inner problem solved to tolerance",
     "direct_solve": "closed-form solve",
     "query": "query loss",
+    "curvature_probe": "curvature probe (Lanczos) of ∇²g + λI at the inner solution",
 }
 
 

@@ -284,6 +284,10 @@ class Exact(Estimator):
     solver : {"auto", "iterative"}
         "auto" uses a family's closed form where it has one (a Cholesky solve of
         ``A_i + λI`` for quadratic tasks); "iterative" always uses the solves above.
+    pd_check_steps : int
+        Lanczos steps of the curvature probe run before CG on the iterative path
+        (0 turns it off): a negative smallest Ritz value of ``∇²g_i(φ*) + λI``
+        proves that it is not positive definite.
 
     Notes
     -----
@@ -293,11 +297,16 @@ class Exact(Estimator):
     - the closed form (``solver="auto"`` on quadratic tasks) raises
       :class:`fobmaml.NotPositiveDefiniteError` when the Cholesky factorization of
       ``A_i + λI`` fails;
-    - the iterative path usually finds out earlier: gradient descent on an inner
-      problem that is not strongly convex diverges, which raises
-      ``FloatingPointError`` naming the task and step; if the inner solve does
-      converge, CG meeting non-positive curvature raises
-      :class:`fobmaml.NotPositiveDefiniteError`.
+    - on the iterative path, gradient descent on an inner problem that is not
+      strongly convex usually diverges (``FloatingPointError`` naming the task and
+      step) or fails to converge (:class:`fobmaml.ConvergenceError`; typical of
+      relu networks, whose inner problem is only piecewise smooth). If it does
+      converge, to a saddle point say, a Lanczos probe of the smallest eigenvalue
+      of ``∇²g_i(φ*) + λI`` (``pd_check_steps``) and then CG raise
+      :class:`fobmaml.NotPositiveDefiniteError` on negative curvature. The probe's
+      Ritz values lie inside the spectrum, so it never rejects a positive definite
+      matrix; a negative eigenvalue it does not reach in ``pd_check_steps`` steps
+      can still go unnoticed.
     :meth:`value_and_gradient` returns the exact meta-loss F(x) with the gradient.
     """
 
@@ -305,20 +314,34 @@ class Exact(Estimator):
     _needs_lam = True
 
     def __init__(
-        self, inner: InnerLoop, tol: float = 1e-10, max_iter: int = 100_000, solver: str = "auto"
+        self,
+        inner: InnerLoop,
+        tol: float = 1e-10,
+        max_iter: int = 100_000,
+        solver: str = "auto",
+        pd_check_steps: int = 30,
     ) -> None:
         super().__init__(inner)
         self.tol = check.positive(tol, "tol")
         self.max_iter = check.integer(max_iter, "max_iter", minimum=1)
         self.solver = check.choice(solver, "solver", ("auto", "iterative"))
+        self.pd_check_steps = check.integer(
+            pd_check_steps, "pd_check_steps", minimum=0, maximum=10_000
+        )
 
     def _extra_params(self) -> dict:
-        return {"tol": self.tol, "max_iter": self.max_iter, "solver": self.solver}
+        return {
+            "tol": self.tol,
+            "max_iter": self.max_iter,
+            "solver": self.solver,
+            "pd_check_steps": self.pd_check_steps,
+        }
 
     def _config(self) -> _core.EstimatorConfig:
         c = super()._config()
         c.tol = self.tol
         c.max_iter = self.max_iter
+        c.pd_check_steps = self.pd_check_steps
         c.solver = getattr(_core.ExactSolver, self.solver)
         return c
 

@@ -29,11 +29,13 @@ LOSSES = ("mse", "xent")
 
 def check_layers(layers: object) -> list[int]:
     """`layers` as a list of at least two positive ints."""
+    if isinstance(layers, np.ndarray) and layers.ndim == 1:
+        layers = layers.tolist()
     if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence):
         raise TypeError(
             f"`layers` must be a sequence of ints like [1, 40, 40, 1] (got {type(layers).__name__})"
         )
-    out = [check.integer(d, "layers[i]", minimum=1) for d in layers]
+    out = [check.integer(d, f"layers[{i}]", minimum=1) for i, d in enumerate(layers)]
     if len(out) < 2:
         raise ValueError(f"`layers` must list at least [d_in, d_out] (got {list(layers)})")
     return out

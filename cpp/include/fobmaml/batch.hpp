@@ -25,7 +25,8 @@ namespace fobmaml {
 // Process-wide, unlike omp_set_num_threads, which only affects the calling thread.
 inline std::atomic<int> g_num_threads{0};
 
-inline void set_num_threads(int k) { g_num_threads.store(k < 0 ? 0 : k); }
+// Returns the previous setting.
+inline int set_num_threads(int k) { return g_num_threads.exchange(k < 0 ? 0 : k); }
 
 inline int max_threads() {
 #ifdef _OPENMP
@@ -67,7 +68,7 @@ double task_flops(const Family& fam, const EstimatorConfig& cfg) {
       evals += cfg.cg_steps;
       break;
     case Kind::exact:
-      evals = 1e3;  // solves to tolerance: always worth the threads
+      evals = 100.0;  // solves to tolerance: a guess of their length in gradient evaluations
       break;
     default:
       break;

@@ -12,6 +12,7 @@
 
 #include "cg.hpp"
 #include "inner_loop.hpp"
+#include "lanczos.hpp"
 #include "status.hpp"
 #include "types.hpp"
 
@@ -29,6 +30,7 @@ struct TaskWorkspace {
   typename Family::Workspace fam;
   InnerScratch inner;
   CGScratch cg;
+  LanczosScratch lanczos;
   Mat block;          // n x 3: phi, psi+, psi- iterated together
   Mat traj;           // n x K: phi_0..phi_{K-1} (MAML, HF-MAML only)
   Mat fd_in, fd_out;  // n x 2: HF-MAML's phi +- eps v and their gradients
@@ -40,6 +42,7 @@ struct TaskWorkspace {
     block.resize(n, kMaxColumns);
     for (Vec* w : {&base, &v, &a_next, &a_next2, &a_cur, &hv, &acc}) w->resize(n);
     if (cfg.kind == Kind::imaml || cfg.kind == Kind::exact) cg.resize(n);
+    if (cfg.kind == Kind::exact && cfg.pd_check_steps > 0) lanczos.resize(n, cfg.pd_check_steps);
     if (cfg.kind == Kind::maml || cfg.kind == Kind::hfmaml) traj.resize(n, cfg.inner.steps);
     if (cfg.kind == Kind::hfmaml) {
       fd_in.resize(n, 2);
@@ -52,7 +55,8 @@ struct TaskWorkspace {
     std::size_t total = 0;
     for (const Mat* M : {&inner.prev, &inner.grad, &inner.extra, &block, &traj, &fd_in, &fd_out})
       total += static_cast<std::size_t>(M->size());
-    for (const Vec* w : {&cg.r, &cg.p, &cg.Mp, &base, &v, &a_next, &a_next2, &a_cur, &hv, &acc})
+    for (const Vec* w : {&cg.r, &cg.p, &cg.Mp, &lanczos.q_prev, &lanczos.q, &lanczos.w, &base, &v, &a_next,
+                         &a_next2, &a_cur, &hv, &acc})
       total += static_cast<std::size_t>(w->size());
     return total * sizeof(double);
   }
@@ -62,6 +66,7 @@ struct TaskWorkspace {
 inline std::size_t predicted_workspace_bytes(Index n, const EstimatorConfig& cfg) {
   std::size_t cols = 4 * kMaxColumns + 7;  // inner scratch, block, vectors
   if (cfg.kind == Kind::imaml || cfg.kind == Kind::exact) cols += 3;
+  if (cfg.kind == Kind::exact && cfg.pd_check_steps > 0) cols += 3;
   if (cfg.kind == Kind::maml || cfg.kind == Kind::hfmaml) cols += static_cast<std::size_t>(cfg.inner.steps);
   if (cfg.kind == Kind::hfmaml) cols += 4;
   return cols * static_cast<std::size_t>(n) * sizeof(double);
@@ -165,6 +170,18 @@ Status exact_task(const Family& fam, Index i, const Vec& x, const EstimatorConfi
   if (!st.ok()) return st;
   const auto phi = ws.block.col(0);
   if (loss) *loss = fam.query_loss(i, phi, ws.fam);
+  const auto apply = [&](const Vec& p, Vec& out) {
+    fam.support_hvp(i, phi, p, out, ws.fam);
+    out += c.lam * p;
+  };
+  // CG only meets the curvature along its Krylov space, which can miss a saddle
+  // point of the inner problem: probe the smallest eigenvalue first.
+  if (cfg.pd_check_steps > 0) {
+    lanczos_start(static_cast<std::uint64_t>(i), ws.lanczos.q);
+    const double theta = lanczos_min_ritz(apply, cfg.pd_check_steps, ws.lanczos);
+    if (!std::isfinite(theta)) return Status::failure(Code::non_finite, Stage::cg, 0);
+    if (theta <= 0.0) return Status::failure(Code::not_pos_def, Stage::curvature_probe, -1, theta);
+  }
   fam.query_grad(i, ws.block.leftCols(1), detail::as_block(ws.v), ws.fam);
   ws.v *= c.lam;
   CGOptions opt;
@@ -172,12 +189,7 @@ Status exact_task(const Family& fam, Index i, const Vec& x, const EstimatorConfi
   opt.tol = cfg.tol;
   opt.require_converged = true;
   opt.require_pos_def = true;
-  return conjugate_gradient(
-      [&](const Vec& p, Vec& out) {
-        fam.support_hvp(i, phi, p, out, ws.fam);
-        out += c.lam * p;
-      },
-      ws.v, g, opt, ws.cg);
+  return conjugate_gradient(apply, ws.v, g, opt, ws.cg);
 }
 
 // The estimate of task i into g (length n); f_i at the adapted point into *loss if

@@ -65,11 +65,15 @@ Status run_inner_loop(const Family& fam, Index task, const Vec& x, const InnerCo
   phi.colwise() = x;
   prev = phi;
 
-  bool any_obj = false, any_lin = false;
+  // The query gradient is needed only for the columns with an objective perturbation;
+  // callers put them first, so it is computed on the leading `n_obj` columns only.
+  Index n_obj = 0;
+  bool any_lin = false;
   for (Index j = 0; j < p; ++j) {
-    any_obj = any_obj || blk.spec[j].obj != 0.0;
+    if (blk.spec[j].obj != 0.0) n_obj = j + 1;
     any_lin = any_lin || blk.spec[j].lin != 0.0;
   }
+  const bool any_obj = n_obj > 0;
   std::array<double, kMaxColumns> start_norm{};
 
   for (std::int64_t k = 0; k < steps; ++k) {
@@ -79,8 +83,8 @@ Status run_inner_loop(const Family& fam, Index task, const Vec& x, const InnerCo
       if (fam.query_is_support()) {
         for (Index j = 0; j < p; ++j) grad.col(j) *= 1.0 + blk.spec[j].obj;
       } else {
-        fam.query_grad(task, phi, extra, fws);
-        for (Index j = 0; j < p; ++j)
+        fam.query_grad(task, phi.leftCols(n_obj), extra.leftCols(n_obj), fws);
+        for (Index j = 0; j < n_obj; ++j)
           if (blk.spec[j].obj != 0.0) grad.col(j) += blk.spec[j].obj * extra.col(j);
       }
     }

@@ -26,6 +26,7 @@ enum class Stage : int {
   inner_solve,      // Exact: the inner problem solved to a tolerance
   direct_solve,     // Exact: the closed form of a quadratic task
   query,            // query loss / gradient at the adapted point
+  curvature_probe,  // Exact: Lanczos probe of the smallest eigenvalue of d^2 g + lam I
 };
 
 struct Status {

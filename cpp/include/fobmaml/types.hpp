@@ -45,6 +45,7 @@ struct EstimatorConfig {
   double tol = 1e-10;
   std::int64_t max_iter = 100000;
   ExactSolver solver = ExactSolver::automatic;
+  int pd_check_steps = 30;  // Lanczos steps probing d^2 g(phi*) + lam I before CG; 0 = off
 };
 
 }  // namespace fobmaml
