@@ -352,7 +352,8 @@ def test_local_smoothness_rejects_bad_input(kwargs, exc, match):
         ({"errors": "ignore"}, ValueError, "`errors` must be one of 'raise', 'record'"),
         ({"progress": 1}, TypeError, "`progress` must be a bool"),
         ({"radius": -1.0}, ValueError, "`radius` must be > 0"),
-        ({"iters": 3}, TypeError, "unknown options iters"),
+        ({"iters": 3}, TypeError, "unexpected keyword argument 'iters'"),
+        ({"desc": 3}, TypeError, "`desc` must be a str or None"),
         ({"exact": None}, TypeError, "`exact` must be a fobmaml.Exact"),
     ],
 )
@@ -384,6 +385,14 @@ def test_smoothness_profile_rejects_bad_input(kwargs, exc, match):
 def test_fit_smoothness_rejects_bad_input(g, s, kwargs, exc, match):
     with pytest.raises(exc, match=match):
         dg.fit_smoothness(g, s, **kwargs)
+
+
+def test_validate_options_names_unknown_options():
+    dg.validate_options({"method": "power", "power_iters": 3})
+    with pytest.raises(TypeError, match="unknown local_smoothness options: iters"):
+        dg.validate_options({"iters": 3})
+    with pytest.raises(ValueError, match="`directions` must have shape"):
+        dg.validate_options({"directions": np.ones((1, 3))}, n=4)
 
 
 def test_point_helpers_reject_bad_input():

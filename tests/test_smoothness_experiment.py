@@ -84,6 +84,26 @@ def test_quick_run_compares_the_optimizers_on_the_same_budget(quick_run):
     assert len(tuning) == sum(len(cfg.lr_grid(n)) for n in smoothness.OPTIMIZERS)
 
 
+def test_diverging_step_sizes_are_reported_and_not_chosen(tmp_path):
+    cfg = replace(
+        smoothness.SmoothnessConfig.quick_config(),
+        lr_gd=(1e4, 0.1),
+        random_radii=(0.5,),
+        trajectory_every=20,
+        power_iters=3,
+    )
+    summary = smoothness.run(tmp_path, cfg, progress=False)
+    assert summary["optimizers"]["GD"]["diverged_lrs"] == [1e4]
+    assert summary["optimizers"]["GD"]["outer_lr"] == 0.1
+    with open(tmp_path / "optimizer_tuning.csv") as fh:
+        rows = {(r["optimizer"], float(r["outer_lr"])): r for r in csv.DictReader(fh)}
+    assert rows["GD", 1e4]["diverged"] == "True" and rows["GD", 1e4]["reason"] != ""
+    assert rows["GD", 0.1]["diverged"] == "False"
+    bad = replace(cfg, lr_gd=(1e4,))
+    with pytest.raises(FloatingPointError, match="GD: meta-training diverged for every step size"):
+        smoothness.run(tmp_path / "bad", bad, progress=False)
+
+
 def test_default_config_is_the_documented_setting():
     cfg = smoothness.SmoothnessConfig()
     assert cfg.layers == [1, cfg.hidden, cfg.hidden, 1] and cfg.activation == "tanh"
@@ -107,6 +127,7 @@ def test_default_config_is_the_documented_setting():
         ({"method": "exact"}, ValueError, "`method` must be one of"),
         ({"random_radii": (-1.0,)}, ValueError, "`radii` must be"),
         ({"envelope_quantile": 0.0}, ValueError, "`quantile` must be in"),
+        ({"divergence_factor": 0.5}, ValueError, "`divergence_factor` must be >= 1"),
     ],
 )
 def test_run_rejects_bad_configs_before_any_work(tmp_path, cfg, exc, match):

@@ -320,6 +320,17 @@ def local_smoothness(
     return LocalSmoothness(sigma, nan, rayleigh, grad_norm, loss, method, evaluate.calls)
 
 
+_DEFAULTS = {
+    "method": "difference",
+    "radius": 1e-3,
+    "samples": 8,
+    "power_iters": 20,
+    "power_tol": 1e-6,
+    "seed": 0,
+    "directions": None,
+}
+
+
 # -- many points ----------------------------------------------------------------------------
 class SmoothnessProfile(NamedTuple):
     """What :func:`smoothness_profile` returns: one entry per point (arrays of length p).
@@ -354,16 +365,22 @@ def smoothness_profile(
     tasks: TaskBatch,
     exact: Exact,
     *,
+    method: str = "difference",
+    radius: float = 1e-3,
+    samples: int = 8,
+    power_iters: int = 20,
+    power_tol: float = 1e-6,
+    seed: int = 0,
+    directions: np.ndarray | None = None,
     kinds: Any = None,
     errors: str = "raise",
     progress: bool = False,
     desc: str | None = None,
-    **options: Any,
 ) -> SmoothnessProfile:
     r"""Local smoothness, gradient norm and meta-loss at each of many points.
 
     Calls :func:`local_smoothness` at every row of ``points`` (with the same
-    ``options``, hence the same random directions at every point) and collects the
+    options, hence the same random directions at every point) and collects the
     pairs :math:`(\lVert\nabla F(x_j)\rVert, \widehat{\lVert\nabla^2F(x_j)\rVert})` that
     :func:`fit_smoothness` fits.
 
@@ -375,6 +392,8 @@ def smoothness_profile(
         The fixed batch that defines F.
     exact : Exact
         The exact estimator.
+    method, radius, samples, power_iters, power_tol, seed, directions
+        As for :func:`local_smoothness`, at every point.
     kinds : str or sequence of str, optional
         A label for every point (length p), or one label for all; default ``"point"``.
     errors : {"raise", "record"}
@@ -387,9 +406,6 @@ def smoothness_profile(
         Show a tqdm progress bar.
     desc : str, optional
         The progress bar's label.
-    **options
-        ``method``, ``radius``, ``samples``, ``power_iters``, ``power_tol``, ``seed``,
-        ``directions``: passed to :func:`local_smoothness`.
 
     Returns
     -------
@@ -419,14 +435,18 @@ def smoothness_profile(
     errors = check.choice(errors, "errors", ("raise", "record"))
     if not isinstance(progress, (bool, np.bool_)):
         raise TypeError(f"`progress` must be a bool (got {type(progress).__name__})")
-    unknown = sorted(set(options) - _OPTIONS)
-    if unknown:
-        raise TypeError(
-            f"smoothness_profile got unknown options {', '.join(unknown)} "
-            f"(expected some of {', '.join(sorted(_OPTIONS))})"
-        )
-    # Validate the options once, before any work, so that bad ones are not "recorded".
-    validate_options(options, n)
+    if desc is not None and not isinstance(desc, str):
+        raise TypeError(f"`desc` must be a str or None (got {type(desc).__name__})")
+    options = {
+        "method": method,
+        "radius": radius,
+        "samples": samples,
+        "power_iters": power_iters,
+        "power_tol": power_tol,
+        "seed": seed,
+        "directions": directions,
+    }
+    validate_options(options, n)  # once, before any work
 
     out = {k: np.full(p, np.nan) for k in ("smoothness", "mean", "eigenvalue", "grad_norm", "loss")}
     ok = np.ones(p, dtype=bool)
@@ -450,20 +470,19 @@ def smoothness_profile(
     )
 
 
-_OPTIONS = {"method", "radius", "samples", "power_iters", "power_tol", "seed", "directions"}
-
-
 def validate_options(options: dict, n: int | None = None) -> None:
-    """Check :func:`local_smoothness` options (``directions`` against n, if given) up front."""
-    opts = {
-        "method": "difference",
-        "radius": 1e-3,
-        "samples": 8,
-        "power_iters": 20,
-        "power_tol": 1e-6,
-        "seed": 0,
-        **options,
-    }
+    """Check keyword options of :func:`local_smoothness` up front (``directions`` against n).
+
+    ``options`` may hold any of ``method``, ``radius``, ``samples``, ``power_iters``,
+    ``power_tol``, ``seed``, ``directions``; TypeError names an unknown one.
+    """
+    unknown = sorted(set(options) - set(_DEFAULTS))
+    if unknown:
+        raise TypeError(
+            f"unknown local_smoothness options: {', '.join(unknown)} "
+            f"(expected some of {', '.join(_DEFAULTS)})"
+        )
+    opts = {**_DEFAULTS, **options}
     method = check.choice(opts["method"], "method", METHODS)
     check.positive(opts["radius"], "radius")
     check.integer(opts["samples"], "samples", minimum=1)

@@ -93,6 +93,7 @@ class SmoothnessConfig:
     eval_every: int = 25
     clip: float = 1.0  # ClippedGD threshold c
     beta: float = 0.9  # SNGDM momentum
+    divergence_factor: float = 10.0  # a run diverged if its final val loss > this x at x0
     lr_gd: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3)
     lr_clipped: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0)
     lr_sngdm: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3)
@@ -192,6 +193,8 @@ def _check_config(cfg: object) -> SmoothnessConfig:
     for field in ("iterations", "eval_every", "trajectory_every"):
         if not isinstance(getattr(cfg, field), int) or getattr(cfg, field) < 1:
             raise ValueError(f"`{field}` must be an integer >= 1 (got {getattr(cfg, field)!r})")
+    if not (isinstance(cfg.divergence_factor, (int, float)) and cfg.divergence_factor >= 1):
+        raise ValueError(f"`divergence_factor` must be >= 1 (got {cfg.divergence_factor!r})")
     cfg.exact()  # validates lam, exact_lr, exact_momentum, exact_tol, exact_max_iter
     cfg.estimator()  # validates steps, inner_lr, delta
     diagnostics.validate_options(cfg.smoothness_options())
@@ -220,8 +223,13 @@ class _Data:
 
 
 # -- part 2: outer methods ------------------------------------------------------------------
-def _train(cfg: SmoothnessConfig, data: _Data, name: str, lr: float) -> dict:
-    """One meta-training run: history, test losses at checkpoints, recorded iterates."""
+def _train(cfg: SmoothnessConfig, data: _Data, name: str, lr: float, limit: float) -> dict:
+    """One meta-training run: history, test losses at checkpoints, recorded iterates.
+
+    The run counts as diverged when the estimator fails with FloatingPointError (the
+    inner loop overflowed), the meta-loss becomes non-finite, or the final validation
+    loss exceeds `limit`.
+    """
     inner = cfg.inner()
     checkpoints: list[tuple[int, float]] = []
     iterates: list[tuple[int, np.ndarray]] = []
@@ -244,13 +252,21 @@ def _train(cfg: SmoothnessConfig, data: _Data, name: str, lr: float) -> dict:
             callback=callback,
             progress=False,
         )
-    except FloatingPointError as exc:  # the inner loop diverged at an iterate far out
+        if res.stopped_early:
+            raise FloatingPointError(
+                f"non-finite meta-loss at iteration {int(res.history['iteration'][-1])}"
+            )
+        val = evaluate(res.x, data.val, inner).loss
+        if not val <= limit:
+            raise FloatingPointError(
+                f"final validation loss {val:.3g} > {cfg.divergence_factor:g} x its value at x0"
+            )
+    except FloatingPointError as exc:  # e.g. the inner loop diverged at an iterate far out
         return {"name": name, "lr": lr, "diverged": True, "reason": str(exc), "val_loss": np.inf}
-    val = evaluate(res.x, data.val, inner).loss if not res.stopped_early else np.inf
     return {
         "name": name,
         "lr": lr,
-        "diverged": bool(res.stopped_early or not np.isfinite(val)),
+        "diverged": False,
         "reason": "",
         "val_loss": float(val),
         "history": res.history,
@@ -264,9 +280,10 @@ def compare_optimizers(cfg: SmoothnessConfig, data: _Data, progress: bool):
     from tqdm.auto import tqdm
 
     jobs = [(name, lr) for name in OPTIMIZERS for lr in cfg.lr_grid(name)]
+    limit = cfg.divergence_factor * evaluate(data.x0, data.val, cfg.inner()).loss
     runs = []
     for name, lr in tqdm(jobs, desc="smoothness: outer methods", disable=not progress):
-        runs.append(_train(cfg, data, name, lr))
+        runs.append(_train(cfg, data, name, lr, limit))
     best = {}
     for name in OPTIMIZERS:
         mine = [r for r in runs if r["name"] == name and not r["diverged"]]
