@@ -10,7 +10,7 @@
 
 import contextlib
 
-from . import _core, datasets, mlp, optim
+from . import _core, datasets, diagnostics, mlp, optim
 from ._version import __version__
 from .errors import ConvergenceError, NotPositiveDefiniteError
 from .estimators import (
@@ -79,6 +79,7 @@ __all__ = [
     "get_num_threads",
     "num_threads",
     "datasets",
+    "diagnostics",
     "InnerLoop",
     "TaskBatch",
     "QuadraticTasks",

@@ -152,6 +152,8 @@ void adapt_batch(const Family& fam, VecIn x, const InnerConfig& inner, double* P
       m, threads_for(m, task_flops(fam, cfg)), [&] { return TaskWorkspace<Family>(fam, cfg); },
       [&](Index i, TaskWorkspace<Family>& ws) {
         status[i] = adapt_task(fam, i, x0, inner, ws, losses ? losses + i : nullptr);
+        if (status[i].ok() && losses && !std::isfinite(losses[i]))
+          status[i] = Status::failure(Code::non_finite, Stage::query, -1);
         if (!status[i].ok()) return;
         if (Phi) Eigen::Map<Vec>(Phi + i * n, n) = ws.block.col(0);
         if (accuracy) accuracy[i] = fam.query_accuracy(i, ws.block.col(0), ws.fam);

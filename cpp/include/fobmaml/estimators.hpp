@@ -7,6 +7,7 @@
 //   has_direct_solve and, if true, direct_exact(i, x, lam, phi*, grad, &loss, ws).
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <utility>
 
@@ -193,10 +194,25 @@ Status exact_task(const Family& fam, Index i, const Vec& x, const EstimatorConfi
 }
 
 // The estimate of task i into g (length n); f_i at the adapted point into *loss if
-// requested (f_i(phi_K), or f_i(phi*) for Exact).
+// requested (f_i(phi_K), or f_i(phi*) for Exact). Each estimator checks its own
+// iterations; this also checks what it returns, so no NaN or Inf leaves a successful task.
+template <class Family>
+Status estimate_task_unchecked(const Family& fam, Index i, const Vec& x, const EstimatorConfig& cfg,
+                               TaskWorkspace<Family>& ws, VecOut g, double* loss);
+
 template <class Family>
 Status estimate_task(const Family& fam, Index i, const Vec& x, const EstimatorConfig& cfg,
                      TaskWorkspace<Family>& ws, VecOut g, double* loss) {
+  const Status st = estimate_task_unchecked(fam, i, x, cfg, ws, g, loss);
+  if (st.ok() && (!g.allFinite() || (loss && !std::isfinite(*loss))))
+    return Status::failure(Code::non_finite, Stage::query, -1);
+  return st;
+}
+
+// The per-kind dispatch behind estimate_task.
+template <class Family>
+Status estimate_task_unchecked(const Family& fam, Index i, const Vec& x, const EstimatorConfig& cfg,
+                               TaskWorkspace<Family>& ws, VecOut g, double* loss) {
   const InnerConfig& c = cfg.inner;
   Status st;
   switch (cfg.kind) {

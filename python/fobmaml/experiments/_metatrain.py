@@ -24,6 +24,9 @@ from ..train import meta_train
 ESTIMATORS: dict[str, Callable[[InnerLoop, float], Estimator]] = {
     "fobmaml": lambda inner, delta: FOBMAML(inner, delta=delta, scheme="symmetric"),
     "fobmaml-forward": lambda inner, delta: FOBMAML(inner, delta=delta, scheme="forward"),
+    "fobmaml-linear": lambda inner, delta: FOBMAML(
+        inner, delta=delta, scheme="symmetric", perturbation="linear"
+    ),
     "maml": lambda inner, delta: MAML(inner),
     "fomaml": lambda inner, delta: FOMAML(inner),
     "reptile": lambda inner, delta: Reptile(inner),
@@ -34,6 +37,7 @@ ESTIMATORS: dict[str, Callable[[InnerLoop, float], Estimator]] = {
 LABELS = {
     "fobmaml": "FO-B-MAML (symmetric)",
     "fobmaml-forward": "FO-B-MAML (forward)",
+    "fobmaml-linear": "FO-B-MAML (symmetric, linear)",
     "maml": "MAML",
     "fomaml": "FO-MAML",
     "reptile": "Reptile",
@@ -44,6 +48,7 @@ LABELS = {
 COLORS = {
     "fobmaml": "#006d2c",
     "fobmaml-forward": "#74c476",
+    "fobmaml-linear": "#31a354",
     "maml": "black",
     "fomaml": "#d62728",
     "reptile": "#ff7f0e",

@@ -27,18 +27,19 @@ class MNIST1DConfig:
     estimators: tuple[str, ...] = ("fobmaml", "maml", "fomaml", "reptile")
     optimizer: str = "adam"
     outer_lr: float = 1e-3
-    iterations: int = 500
+    iterations: int = 600
     eval_every: int = 50
     n_way: int = 5
     k_shot: int = 5
-    q_query: int = 15
+    q_query: int = 5  # query samples per class during meta-training
+    eval_q_query: int = 15  # ... and on the held-out episodes
     meta_batch: int = 16
     eval_tasks: int = 100
     hidden: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
     steps: int = 10
-    inner_lr: float = 0.1
-    lam: float = 5.0
+    inner_lr: float = 0.5
+    lam: float = 1.0
     momentum: float = 0.0
     delta: float = 1e-3
     num_samples: int = 5000
@@ -131,6 +132,7 @@ def run(out: str | Path, cfg: MNIST1DConfig | None = None, progress: bool = True
         "seconds": time.perf_counter() - t0,
         "environment": environment(),
     }
+    np.savez(out / "params.npz", x0=x0, **{name: r.x for name, r in runs.items()})
     write_json(out / "settings.json", summary)
     return summary
 

@@ -39,7 +39,7 @@ class SinusoidConfig:
     estimators: tuple[str, ...] = ("fobmaml", "maml", "fomaml", "reptile")
     optimizer: str = "adam"
     outer_lr: float = 1e-3
-    iterations: int = 1500
+    iterations: int = 2000
     eval_every: int = 100
     meta_batch: int = 25
     k_support: int = 10
@@ -187,6 +187,7 @@ def run(out: str | Path, cfg: SinusoidConfig | None = None, progress: bool = Tru
         "seconds": time.perf_counter() - t0,
         "environment": environment(),
     }
+    np.savez(out / "params.npz", x0=x0, **{name: r.x for name, r in runs.items()})
     write_json(out / "settings.json", summary)
     return summary
 
