@@ -10,7 +10,7 @@ import pytest
 import fobmaml as fm
 
 SIN_INNER = fm.InnerLoop(steps=5, lr=0.025, lam=20.0)
-MNIST_INNER = fm.InnerLoop(steps=10, lr=0.1, lam=5.0)
+MNIST_INNER = fm.InnerLoop(steps=10, lr=0.1, lam=2.0)
 
 ESTIMATORS = {
     "MAML": lambda inner: fm.MAML(inner),
