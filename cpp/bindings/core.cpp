@@ -4,6 +4,9 @@
 // allocated there, and the GIL is released while the kernels run.
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
+#include <chrono>
+#include <stdexcept>
 #include <string>
 
 #include "common.hpp"
@@ -30,10 +33,14 @@ std::string compiler() {
 
 }  // namespace
 
-PYBIND11_MODULE(_core, m) {
+#ifndef FOBMAML_MODULE
+#define FOBMAML_MODULE _core
+#endif
+
+PYBIND11_MODULE(FOBMAML_MODULE, m) {
   m.doc() = "fobmaml C++ kernels (private; use the fobmaml package)";
 
-  py::enum_<Kind>(m, "Kind")
+  py::enum_<Kind>(m, "Kind", py::module_local())
       .value("maml", Kind::maml)
       .value("fomaml", Kind::fomaml)
       .value("reptile", Kind::reptile)
@@ -41,22 +48,24 @@ PYBIND11_MODULE(_core, m) {
       .value("hfmaml", Kind::hfmaml)
       .value("fobmaml", Kind::fobmaml)
       .value("exact", Kind::exact);
-  py::enum_<Scheme>(m, "Scheme").value("forward", Scheme::forward).value("symmetric", Scheme::symmetric);
-  py::enum_<Perturbation>(m, "Perturbation")
+  py::enum_<Scheme>(m, "Scheme", py::module_local())
+      .value("forward", Scheme::forward)
+      .value("symmetric", Scheme::symmetric);
+  py::enum_<Perturbation>(m, "Perturbation", py::module_local())
       .value("objective", Perturbation::objective)
       .value("linear", Perturbation::linear);
-  py::enum_<ExactSolver>(m, "ExactSolver")
+  py::enum_<ExactSolver>(m, "ExactSolver", py::module_local())
       .value("auto", ExactSolver::automatic)
       .value("iterative", ExactSolver::iterative);
 
-  py::class_<InnerConfig>(m, "InnerConfig")
+  py::class_<InnerConfig>(m, "InnerConfig", py::module_local())
       .def(py::init<>())
       .def_readwrite("steps", &InnerConfig::steps)
       .def_readwrite("lr", &InnerConfig::lr)
       .def_readwrite("lam", &InnerConfig::lam)
       .def_readwrite("momentum", &InnerConfig::momentum);
 
-  py::class_<EstimatorConfig>(m, "EstimatorConfig")
+  py::class_<EstimatorConfig>(m, "EstimatorConfig", py::module_local())
       .def(py::init<>())
       .def_readwrite("kind", &EstimatorConfig::kind)
       .def_readwrite("inner", &EstimatorConfig::inner)
@@ -82,6 +91,43 @@ PYBIND11_MODULE(_core, m) {
   m.def("set_num_threads", &fobmaml::set_num_threads, py::arg("k"),
         "Threads used by the kernels: k > 0 exactly (at most one per task), 0 automatic. Returns the "
         "previous setting.");
+  m.def(
+      "stream_triad",
+      [](Index n, int reps, int threads) {
+        // STREAM's triad a = b + s c over three arrays of n doubles, on `threads` threads
+        // (0: the kernels' setting). Returns the best of `reps` runs in GB/s, counting 24
+        // bytes per element as STREAM does (the write-allocate read of a is not counted).
+        if (n < 1 || reps < 1) throw py::value_error("`n` and `reps` must be >= 1");
+        Vec a(n), b = Vec::Constant(n, 1.0), c = Vec::Constant(n, 2.0);
+        const int t = threads > 0 ? threads : max_threads();
+        double best = 0.0;
+        {
+          py::gil_scoped_release release;
+#pragma omp parallel for num_threads(t) schedule(static)
+          for (Index i = 0; i < n; ++i) a[i] = 0.0;  // first touch by the threads that use it
+          for (int r = 0; r < reps; ++r) {
+            const auto t0 = std::chrono::steady_clock::now();
+#pragma omp parallel for num_threads(t) schedule(static)
+            for (Index i = 0; i < n; ++i) a[i] = b[i] + 3.0 * c[i];
+            const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            best = std::max(best, 24.0 * static_cast<double>(n) / s / 1e9);
+          }
+        }
+        if (a[n / 2] != 7.0) throw std::runtime_error("stream_triad: wrong result");
+        return best;
+      },
+      py::arg("n"), py::arg("reps") = 10, py::arg("threads") = 0,
+      "STREAM triad bandwidth in GB/s (best of reps), measured with the kernels' compiler flags.");
+  m.def("cpu_features", [] {
+    py::dict d;
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_cpu_init();
+    d["avx2"] = static_cast<bool>(__builtin_cpu_supports("avx2"));
+    d["fma"] = static_cast<bool>(__builtin_cpu_supports("fma"));
+    d["avx512f"] = static_cast<bool>(__builtin_cpu_supports("avx512f"));
+#endif
+    return d;
+  });
   m.def("build_info", [] {
     py::dict d;
     d["compiler"] = compiler();

@@ -74,9 +74,13 @@ struct MLPHandle {
 }  // namespace
 
 void bind_mlp(py::module_& m) {
-  py::enum_<Activation>(m, "Activation").value("relu", Activation::relu).value("tanh", Activation::tanh);
-  py::enum_<LossKind>(m, "Loss").value("mse", LossKind::mse).value("xent", LossKind::xent);
-  py::class_<MLPHandle>(m, "MLPTasks")
+  py::enum_<Activation>(m, "Activation", py::module_local())
+      .value("relu", Activation::relu)
+      .value("tanh", Activation::tanh);
+  py::enum_<LossKind>(m, "Loss", py::module_local())
+      .value("mse", LossKind::mse)
+      .value("xent", LossKind::xent);
+  py::class_<MLPHandle>(m, "MLPTasks", py::module_local())
       .def(py::init<Array, std::optional<Array>, std::optional<IntArray>, Array, std::optional<Array>,
                     std::optional<IntArray>, bool, std::vector<Index>, Activation, LossKind>(),
            py::arg("X_support"), py::arg("Y_support"), py::arg("L_support"), py::arg("X_query"),

@@ -34,7 +34,7 @@ struct QuadraticHandle {
 }  // namespace
 
 void bind_quadratic(py::module_& m) {
-  py::class_<QuadraticHandle>(m, "QuadraticTasks")
+  py::class_<QuadraticHandle>(m, "QuadraticTasks", py::module_local())
       .def(py::init<Array, Array, std::optional<Array>, std::optional<Array>>(), py::arg("A"), py::arg("b"),
            py::arg("B") = py::none(), py::arg("c") = py::none())
       .def_property_readonly("num_tasks", [](const QuadraticHandle& h) { return h.fam.num_tasks(); })

@@ -10,7 +10,9 @@
 
 import contextlib
 
-from . import _core, datasets, diagnostics, mlp, optim
+from . import datasets, diagnostics, mlp, optim
+from ._native import ISA as _ISA
+from ._native import core as _core
 from ._version import __version__
 from .errors import ConvergenceError, NotPositiveDefiniteError
 from .estimators import (
@@ -34,8 +36,8 @@ from .train import TrainResult, meta_train
 
 
 def build_info() -> dict:
-    """How the C++ core was built: compiler, OpenMP, threads, Eigen version, SIMD."""
-    return dict(_core.build_info())
+    """How the C++ core in use was built: compiler, OpenMP, threads, Eigen, SIMD, ISA variant."""
+    return {**dict(_core.build_info()), "isa": _ISA}
 
 
 def set_num_threads(k: int) -> int:

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _core
+from ._native import core as _core
 
 __all__ = ["NotPositiveDefiniteError", "ConvergenceError", "TaskStatus", "raise_for_status"]
 

@@ -20,8 +20,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _core
 from . import _validation as check
+from ._native import core as _core
 from .errors import TaskStatus, raise_for_status
 from .inner import InnerLoop
 from .tasks import TaskBatch

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from . import _core
 from . import _validation as check
+from ._native import core as _core
 
 
 @dataclass(frozen=True)

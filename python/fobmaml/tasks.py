@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _core
 from . import _validation as check
 from . import mlp as _mlp
+from ._native import core as _core
 
 __all__ = ["TaskBatch", "QuadraticTasks", "MLPTasks"]
 

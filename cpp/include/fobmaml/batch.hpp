@@ -132,8 +132,11 @@ void estimate_batch(const Family& fam, VecIn x, const EstimatorConfig& cfg, doub
   for_each_task<TaskWorkspace<Family>>(
       m, threads_for(m, task_flops(fam, cfg)), [&] { return TaskWorkspace<Family>(fam, cfg); },
       [&](Index i, TaskWorkspace<Family>& ws) {
-        Eigen::Map<Vec> g(G + i * n, n);
-        status[i] = estimate_task(fam, i, x0, cfg, ws, g, losses ? losses + i : nullptr);
+        // Computed in the (aligned) workspace, then copied: Eigen peels unaligned heads of
+        // a destination into scalar code, which rounds differently from its FMA packets, so
+        // writing straight into the caller's row would tie the bits to the row's address.
+        status[i] = estimate_task(fam, i, x0, cfg, ws, ws.out, losses ? losses + i : nullptr);
+        Eigen::Map<Vec>(G + i * n, n) = ws.out;
       });
 }
 
@@ -167,25 +170,32 @@ template <class Family>
 void family_batch(const Family& fam, bool query, const double* Phi, const double* V, double* losses,
                   double* G, double* HV) {
   const Index m = fam.num_tasks(), n = fam.dim();
-  for_each_task<typename Family::Workspace>(
-      m, threads_for(m, 2.0 * fam.gradient_flops()), [&] { return fam.make_workspace(); },
-      [&](Index i, typename Family::Workspace& ws) {
-        const Eigen::Map<const Mat> phi(Phi + i * n, n, 1);
-        Eigen::Map<Mat> g(G + i * n, n, 1);
+  // Inputs and outputs go through aligned scratch (see estimate_batch).
+  struct Scratch {
+    typename Family::Workspace fam;
+    Mat phi, g;
+    Vec v, hv;
+  };
+  for_each_task<Scratch>(
+      m, threads_for(m, 2.0 * fam.gradient_flops()),
+      [&] { return Scratch{fam.make_workspace(), Mat(n, 1), Mat(n, 1), Vec(V ? n : 0), Vec(V ? n : 0)}; },
+      [&](Index i, Scratch& s) {
+        s.phi.col(0) = Eigen::Map<const Vec>(Phi + i * n, n);
         if (query) {
-          losses[i] = fam.query_loss(i, phi.col(0), ws);
-          fam.query_grad(i, phi, g, ws);
+          losses[i] = fam.query_loss(i, s.phi.col(0), s.fam);
+          fam.query_grad(i, s.phi, s.g, s.fam);
         } else {
-          losses[i] = fam.support_loss(i, phi.col(0), ws);
-          fam.support_grad(i, phi, g, ws);
+          losses[i] = fam.support_loss(i, s.phi.col(0), s.fam);
+          fam.support_grad(i, s.phi, s.g, s.fam);
         }
+        Eigen::Map<Vec>(G + i * n, n) = s.g.col(0);
         if (!V) return;
-        const Eigen::Map<const Vec> v(V + i * n, n);
-        Eigen::Map<Vec> hv(HV + i * n, n);
+        s.v = Eigen::Map<const Vec>(V + i * n, n);
         if (query)
-          fam.query_hvp(i, phi.col(0), v, hv, ws);
+          fam.query_hvp(i, s.phi.col(0), s.v, s.hv, s.fam);
         else
-          fam.support_hvp(i, phi.col(0), v, hv, ws);
+          fam.support_hvp(i, s.phi.col(0), s.v, s.hv, s.fam);
+        Eigen::Map<Vec>(HV + i * n, n) = s.hv;
       });
 }
 

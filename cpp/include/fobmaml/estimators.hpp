@@ -36,12 +36,13 @@ struct TaskWorkspace {
   Mat traj;           // n x K: phi_0..phi_{K-1} (MAML, HF-MAML only)
   Mat fd_in, fd_out;  // n x 2: HF-MAML's phi +- eps v and their gradients
   Vec base, v, a_next, a_next2, a_cur, hv, acc;
+  Vec out;  // the task's estimate, computed here and then copied to the caller's row
 
   TaskWorkspace(const Family& f, const EstimatorConfig& cfg) : fam(f.make_workspace()) {
     const Index n = f.dim();
     inner.resize(n, kMaxColumns);
     block.resize(n, kMaxColumns);
-    for (Vec* w : {&base, &v, &a_next, &a_next2, &a_cur, &hv, &acc}) w->resize(n);
+    for (Vec* w : {&base, &v, &a_next, &a_next2, &a_cur, &hv, &acc, &out}) w->resize(n);
     if (cfg.kind == Kind::imaml || cfg.kind == Kind::exact) cg.resize(n);
     if (cfg.kind == Kind::exact && cfg.pd_check_steps > 0) lanczos.resize(n, cfg.pd_check_steps);
     if (cfg.kind == Kind::maml || cfg.kind == Kind::hfmaml) traj.resize(n, cfg.inner.steps);
@@ -57,7 +58,7 @@ struct TaskWorkspace {
     for (const Mat* M : {&inner.prev, &inner.grad, &inner.extra, &block, &traj, &fd_in, &fd_out})
       total += static_cast<std::size_t>(M->size());
     for (const Vec* w : {&cg.r, &cg.p, &cg.Mp, &lanczos.q_prev, &lanczos.q, &lanczos.w, &base, &v, &a_next,
-                         &a_next2, &a_cur, &hv, &acc})
+                         &a_next2, &a_cur, &hv, &acc, &out})
       total += static_cast<std::size_t>(w->size());
     return total * sizeof(double);
   }
@@ -65,7 +66,7 @@ struct TaskWorkspace {
 
 // Bytes one TaskWorkspace will hold, predicted without allocating it.
 inline std::size_t predicted_workspace_bytes(Index n, const EstimatorConfig& cfg) {
-  std::size_t cols = 4 * kMaxColumns + 7;  // inner scratch, block, vectors
+  std::size_t cols = 4 * kMaxColumns + 8;  // inner scratch, block, vectors
   if (cfg.kind == Kind::imaml || cfg.kind == Kind::exact) cols += 3;
   if (cfg.kind == Kind::exact && cfg.pd_check_steps > 0) cols += 3;
   if (cfg.kind == Kind::maml || cfg.kind == Kind::hfmaml) cols += static_cast<std::size_t>(cfg.inner.steps);
@@ -99,7 +100,7 @@ Status maml_backward(const Family& fam, Index i, const InnerConfig& c, TaskWorks
     hvp(ws.traj.col(k), ws.a_next, ws.hv);
     ws.a_cur = keep * ws.a_next - c.lr * ws.hv;
     if (c.momentum != 0.0) ws.a_cur -= c.momentum * ws.a_next2;
-    if (!ws.a_cur.allFinite()) return Status::failure(Code::non_finite, Stage::backward, k + 1);
+    if (!is_finite(ws.a_cur)) return Status::failure(Code::non_finite, Stage::backward, k + 1);
     std::swap(ws.a_next2, ws.a_next);  // a_{k+2} <- a_{k+1}
     std::swap(ws.a_next, ws.a_cur);    // a_{k+1} <- a_k
   }
@@ -204,7 +205,7 @@ template <class Family>
 Status estimate_task(const Family& fam, Index i, const Vec& x, const EstimatorConfig& cfg,
                      TaskWorkspace<Family>& ws, VecOut g, double* loss) {
   const Status st = estimate_task_unchecked(fam, i, x, cfg, ws, g, loss);
-  if (st.ok() && (!g.allFinite() || (loss && !std::isfinite(*loss))))
+  if (st.ok() && (!is_finite(g) || (loss && !std::isfinite(*loss))))
     return Status::failure(Code::non_finite, Stage::query, -1);
   return st;
 }

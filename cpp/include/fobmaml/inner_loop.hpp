@@ -25,6 +25,14 @@ constexpr Index kMaxColumns = 3;
 // problem with a stable step size never increases it.
 constexpr double kDivergenceFactor = 1e8;
 
+// True if every entry of v is finite. A vectorized sum of |v_i| is NaN or Inf exactly
+// when some entry is (or when it overflows, past 1e308 in total: a divergence too);
+// Eigen's allFinite() runs a scalar loop with a branch per entry.
+template <class V>
+bool is_finite(const V& v) {
+  return std::isfinite(v.cwiseAbs().sum());
+}
+
 struct ColumnSpec {
   double obj = 0.0;  // s_j: weight of the query loss added to the inner objective
   double lin = 0.0;  // t_j: weight of the linear term <v, phi>
@@ -91,7 +99,8 @@ Status run_inner_loop(const Family& fam, Index task, const Vec& x, const InnerCo
     if (any_lin)
       for (Index j = 0; j < p; ++j)
         if (blk.spec[j].lin != 0.0) grad.col(j) += blk.spec[j].lin * (*blk.v);
-    if (cfg.lam != 0.0) grad += cfg.lam * (phi - x.replicate(1, p));
+    if (cfg.lam != 0.0)  // column by column: a replicate() of x is indexed with a division per entry
+      for (Index j = 0; j < p; ++j) grad.col(j) += cfg.lam * (phi.col(j) - x);
 
     bool converged = tol > 0.0;
     for (Index j = 0; j < p; ++j) {
@@ -113,7 +122,7 @@ Status run_inner_loop(const Family& fam, Index task, const Vec& x, const InnerCo
       phi -= cfg.lr * grad;
     }
     for (Index j = 0; j < p; ++j)
-      if (!phi.col(j).allFinite()) return Status::failure(Code::non_finite, blk.spec[j].stage, k + 1);
+      if (!is_finite(phi.col(j))) return Status::failure(Code::non_finite, blk.spec[j].stage, k + 1);
   }
   if (tol > 0.0) return Status::failure(Code::not_converged, blk.spec[0].stage, steps);
   return Status{};

@@ -9,6 +9,7 @@
 #include <Eigen/Core>
 #include <limits>
 
+#include "../dense.hpp"
 #include "../status.hpp"
 #include "../types.hpp"
 
@@ -86,12 +87,15 @@ class QuadraticTasks {
     return 0.5 * quad - b.dot(phi);
   }
 
-  // G[:, j] = A Phi[:, j] - b for each column (one matrix-vector product per column).
+  // G[:, j] = A Phi[:, j] - b for each column. Several columns (phi, psi+, psi-) share
+  // one pass over A (multi_matvec); a single column uses Eigen's GEMV, which is faster
+  // for one vector.
   static void affine_block(const MatMap& A, const VecMap& b, BlockIn Phi, BlockOut G) {
-    for (Index j = 0; j < Phi.cols(); ++j) {
-      G.col(j).noalias() = A * Phi.col(j);
-      G.col(j) -= b;
-    }
+    if (Phi.cols() == 1)
+      G.col(0).noalias() = A * Phi.col(0);
+    else
+      multi_matvec(A, Phi, G);
+    G.colwise() -= b;
   }
 
   const double* A_;
