@@ -133,6 +133,11 @@ void def_entry_points(py::module_& m) {
   m.def("adapt", &adapt<Handle>, py::arg("tasks"), py::arg("x"), py::arg("inner"), py::arg("want_phi") = true,
         "phi_K per task (m, n) or None, f_i(phi_K) (m,), the query accuracy (m,; NaN without "
         "classes), and the status arrays. inner.steps = 0 evaluates at x.");
+  m.def(
+      "workspace_bytes",
+      [](const Handle& h, const EstimatorConfig& cfg) { return batch_workspace_bytes(h.fam, cfg); },
+      py::arg("tasks"), py::arg("config"),
+      "Bytes of workspace an estimate() call on these tasks allocates (all threads), predicted.");
   m.def("family_eval", &family_eval<Handle>, py::arg("tasks"), py::arg("query"), py::arg("phi"),
         py::arg("v") = py::none(),
         "Per-task loss (m,), gradient (m, n) and, if v is given, HVP (m, n) of the support or query loss.");

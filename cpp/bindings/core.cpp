@@ -82,11 +82,6 @@ PYBIND11_MODULE(FOBMAML_MODULE, m) {
   bindings::bind_quadratic(m);
   bindings::bind_mlp(m);
 
-  m.def(
-      "workspace_bytes",
-      [](Index n, const EstimatorConfig& cfg) { return predicted_workspace_bytes(n, cfg); }, py::arg("n"),
-      py::arg("config"), "Bytes of one thread's estimator workspace for dimension n.");
-
   m.def("max_threads", &max_threads);
   m.def("set_num_threads", &fobmaml::set_num_threads, py::arg("k"),
         "Threads used by the kernels: k > 0 exactly (at most one per task), 0 automatic. Returns the "

@@ -26,7 +26,9 @@ from .estimators import (
     Exact,
     Reptile,
     adapt,
+    get_memory_limit,
     meta_loss,
+    set_memory_limit,
 )
 from .evaluation import Evaluation, evaluate
 from .inner import InnerLoop
@@ -80,6 +82,8 @@ __all__ = [
     "set_num_threads",
     "get_num_threads",
     "num_threads",
+    "set_memory_limit",
+    "get_memory_limit",
     "datasets",
     "diagnostics",
     "InnerLoop",

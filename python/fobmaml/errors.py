@@ -85,9 +85,9 @@ class TaskStatus(NamedTuple):
 
 def raise_for_status(status: TaskStatus, who: str, hint: str = "") -> None:
     """Raise the documented exception for the first failed task, if any."""
-    bad = np.flatnonzero(status.code != 0)
-    if bad.size == 0:
+    if not status.code.any():
         return
+    bad = np.flatnonzero(status.code != 0)
     i = int(bad[0])
     code = _core.STATUS_CODES[int(status.code[i])]
     more = f" ({bad.size} of {status.code.size} tasks failed)" if bad.size > 1 else ""

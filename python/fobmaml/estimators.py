@@ -16,6 +16,8 @@ Every estimator returns one vector per task; the batch estimate is their mean.
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -38,6 +40,8 @@ __all__ = [
     "Exact",
     "meta_loss",
     "adapt",
+    "set_memory_limit",
+    "get_memory_limit",
 ]
 
 
@@ -65,20 +69,78 @@ def _check_inner(inner: object) -> InnerLoop:
     return inner
 
 
+def _default_memory_limit() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return None
+
+
+_memory_limit: int | None = _default_memory_limit()
+
+
+def set_memory_limit(nbytes: int | None) -> int | None:
+    """Cap the workspace one estimator call may allocate; returns the previous cap.
+
+    Before allocating, every call predicts its workspace (for MAML and HF-MAML it holds
+    the K-step trajectory, ``K n`` doubles per thread) and raises :class:`MemoryError`
+    with the predicted size if it exceeds the cap, instead of being killed by the
+    operating system. The default cap is half of the machine's physical memory;
+    ``None`` removes it.
+    """
+    global _memory_limit
+    previous = _memory_limit
+    _memory_limit = None if nbytes is None else check.integer(nbytes, "nbytes", minimum=0)
+    return previous
+
+
+def get_memory_limit() -> int | None:
+    """The current workspace cap in bytes (None: no cap); see :func:`set_memory_limit`."""
+    return _memory_limit
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**27 else f"{nbytes / 2**20:.1f} MiB"
+
+
 class Estimator:
     """Base class: holds the inner loop and the kernel configuration.
 
     Subclasses only validate and store their parameters; all work happens in
-    :meth:`estimate` and the methods built on it.
+    :meth:`estimate` and the methods built on it. Estimators are immutable: their
+    attributes cannot be reassigned after construction (build a new one instead),
+    so one estimator can be shared between threads.
     """
 
     _kind: str = ""
     _needs_lam = False
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        # Freeze the instance once the most derived __init__ has run.
+        super().__init_subclass__(**kwargs)
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def __init__(self, *args, **kw):
+            init(self, *args, **kw)
+            if type(self) is cls:
+                object.__setattr__(self, "_frozen", True)
+
+        cls.__init__ = __init__
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if getattr(self, "_frozen", False):
+            raise AttributeError(
+                f"{type(self).__name__} is immutable: build a new estimator instead of setting "
+                f"`{name}`"
+            )
+        object.__setattr__(self, name, value)
+
     def __init__(self, inner: InnerLoop) -> None:
         self.inner = _check_inner(inner)
         if self._needs_lam and inner.lam <= 0.0:
             raise ValueError(f"`lam` must be > 0 for {type(self).__name__} (got {inner.lam})")
+        self._cfg = None
 
     # -- configuration ---------------------------------------------------------------
     def get_params(self) -> dict:
@@ -95,6 +157,16 @@ class Estimator:
         c.kind = getattr(_core.Kind, self._kind)
         c.inner = self.inner._config()
         return c
+
+    def _kernel_config(self) -> _core.EstimatorConfig:
+        """The kernel configuration, built once (the estimator is immutable)."""
+        if self._cfg is None:
+            object.__setattr__(self, "_cfg", self._config())
+        return self._cfg
+
+    def workspace_bytes(self, tasks: TaskBatch) -> int:
+        """Bytes of workspace one call on `tasks` allocates (all threads), predicted."""
+        return int(_core.workspace_bytes(_check_tasks(tasks)._handle, self._kernel_config()))
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self._extra_params().items())
@@ -128,7 +200,18 @@ class Estimator:
         tasks = _check_tasks(tasks)
         x = check.params_vector(x, tasks.dim)
         check.choice(errors, "errors", ("raise", "return"))
-        G, g, ell, st = _core.estimate(tasks._handle, x, self._config(), losses)
+        cfg = self._kernel_config()
+        if _memory_limit is not None:
+            need = int(_core.workspace_bytes(tasks._handle, cfg))
+            if need > _memory_limit:
+                raise MemoryError(
+                    f"{self.name} would allocate {_gib(need)} of workspace for {tasks.num_tasks} "
+                    f"tasks of n = {tasks.dim} parameters with K = {self.inner.steps} inner steps, "
+                    f"over the limit of {_gib(_memory_limit)}; raise it with "
+                    "fobmaml.set_memory_limit(), use fewer threads, or use FOBMAML, whose memory "
+                    "does not grow with K"
+                )
+        G, g, ell, st = _core.estimate(tasks._handle, x, cfg, losses)
         status = TaskStatus(*st)
         if errors == "raise":
             raise_for_status(status, self.name)

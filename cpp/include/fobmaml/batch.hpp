@@ -121,6 +121,19 @@ inline void finish_batch(double* G, double* losses, const Status* status, Index 
     acc.setConstant(nan);
 }
 
+// Bytes of workspace one estimator call allocates (all threads), before allocating any.
+template <class Family>
+std::size_t batch_workspace_bytes(const Family& fam, const EstimatorConfig& cfg) {
+  const Index m = fam.num_tasks();
+  std::size_t family_bytes;
+  if constexpr (Family::has_direct_solve)
+    family_bytes = fam.workspace_bytes(cfg.kind == Kind::exact && cfg.solver == ExactSolver::automatic);
+  else
+    family_bytes = fam.workspace_bytes();
+  const auto threads = static_cast<std::size_t>(threads_for(m, task_flops(fam, cfg)));
+  return threads * (predicted_workspace_bytes(fam.dim(), cfg) + family_bytes);
+}
+
 // Per-task estimates into the rows of G (m x n, row-major), losses into `losses`
 // (may be null), one status per task into `status`.
 template <class Family>

@@ -82,18 +82,26 @@ Status run_inner_loop(const Family& fam, Index task, const Vec& x, const InnerCo
     any_lin = any_lin || blk.spec[j].lin != 0.0;
   }
   const bool any_obj = n_obj > 0;
+  std::array<double, kMaxColumns> obj{};
+  for (Index j = 0; j < p; ++j) obj[j] = blk.spec[j].obj;
   std::array<double, kMaxColumns> start_norm{};
 
   for (std::int64_t k = 0; k < steps; ++k) {
     if (trajectory) trajectory->col(k) = phi.col(0);
-    fam.support_grad(task, phi, grad, fws);
-    if (any_obj) {
-      if (fam.query_is_support()) {
-        for (Index j = 0; j < p; ++j) grad.col(j) *= 1.0 + blk.spec[j].obj;
-      } else {
-        fam.query_grad(task, phi.leftCols(n_obj), extra.leftCols(n_obj), fws);
-        for (Index j = 0; j < n_obj; ++j)
-          if (blk.spec[j].obj != 0.0) grad.col(j) += blk.spec[j].obj * extra.col(j);
+    if (any_obj && Family::has_combined_grad) {
+      // grad g + s_j grad f in one pass per column; the rest plain support gradients.
+      fam.combined_grad(task, phi.leftCols(n_obj), obj.data(), grad.leftCols(n_obj), fws);
+      if (n_obj < p) fam.support_grad(task, phi.rightCols(p - n_obj), grad.rightCols(p - n_obj), fws);
+    } else {
+      fam.support_grad(task, phi, grad, fws);
+      if (any_obj) {
+        if (fam.query_is_support()) {
+          for (Index j = 0; j < p; ++j) grad.col(j) *= 1.0 + blk.spec[j].obj;
+        } else {
+          fam.query_grad(task, phi.leftCols(n_obj), extra.leftCols(n_obj), fws);
+          for (Index j = 0; j < n_obj; ++j)
+            if (blk.spec[j].obj != 0.0) grad.col(j) += blk.spec[j].obj * extra.col(j);
+        }
       }
     }
     if (any_lin)

@@ -17,6 +17,7 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <utility>
@@ -63,7 +64,9 @@ class MLPTasks {
   // layers only), D[l] = dLoss/dZ[l]; R* are their directional derivatives.
   struct Workspace {
     std::vector<Mat> Z, A, D, RZ, RA, RD;
-    Mat T;  // (max hidden width) x k scratch: W^T D before the activation derivative
+    Mat T;       // (max hidden width) x k scratch: W^T D before the activation derivative
+    Mat X_both;  // d_0 x (k_s + k_q): the support inputs, then the query inputs, of one task
+    Index X_both_task = -1;
   };
 
   MLPTasks(Data support, Data query, bool same_query, Index m, std::vector<Index> layers, Activation act,
@@ -101,7 +104,8 @@ class MLPTasks {
   }
 
   Workspace make_workspace() const {
-    const Index k = std::max(s_.k, q_.k), L = num_layers();
+    // Room for the support and query samples side by side (the combined gradient).
+    const Index k = same_query_ ? s_.k : s_.k + q_.k, L = num_layers();
     Workspace ws;
     for (auto* v : {&ws.Z, &ws.A, &ws.D, &ws.RZ, &ws.RA, &ws.RD}) v->resize(L);
     Index widest = 1;
@@ -114,7 +118,22 @@ class MLPTasks {
       }
     }
     ws.T.resize(std::max(widest, d_[L]), k);  // also holds one softmax column in hvp
+    if (!same_query_) ws.X_both.resize(d_[0], k);
     return ws;
+  }
+
+  // Bytes of one Workspace (activations and their derivatives for every layer).
+  std::size_t workspace_bytes() const {
+    const Index k = same_query_ ? s_.k : s_.k + q_.k;
+    Index widest = d_[num_layers()], entries = same_query_ ? 0 : d_[0] * k;
+    for (Index l = 0; l < num_layers(); ++l) {
+      entries += 4 * d_[l + 1] * k;
+      if (l + 1 < num_layers()) {
+        entries += 2 * d_[l + 1] * k;
+        widest = std::max(widest, d_[l + 1]);
+      }
+    }
+    return static_cast<std::size_t>(entries + widest * k) * sizeof(double);
   }
 
   double support_loss(Index i, VecIn phi, Workspace& ws) const {
@@ -137,10 +156,34 @@ class MLPTasks {
     hvp(q_, i, phi, v, out, ws);
   }
 
+  // G[:, j] = grad g(Phi[:, j]) + s_j grad f(Phi[:, j]): the gradient of the support loss
+  // plus s_j times the query loss, in one forward and one backward pass over the support
+  // and query samples side by side (the objective-perturbed inner loop of FO-B-MAML).
+  static constexpr bool has_combined_grad = true;
+  void combined_grad(Index i, BlockIn Phi, const double* s, BlockOut G, Workspace& ws) const {
+    if (same_query_) {
+      support_grad(i, Phi, G, ws);
+      for (Index j = 0; j < Phi.cols(); ++j) G.col(j) *= 1.0 + s[j];
+      return;
+    }
+    if (ws.X_both_task != i) {
+      ws.X_both.leftCols(s_.k) = inputs(s_, i);
+      ws.X_both.middleCols(s_.k, q_.k) = inputs(q_, i);
+      ws.X_both_task = i;
+    }
+    const Index k = s_.k + q_.k;
+    for (Index j = 0; j < Phi.cols(); ++j) {
+      forward(ws.X_both, k, Phi.col(j), ws);
+      output_grad(s_, i, 0, 1.0, ws);
+      output_grad(q_, i, s_.k, s[j], ws);
+      backward(ws.X_both, k, Phi.col(j), G.col(j).data(), ws);
+    }
+  }
+
   // Fraction of query samples whose largest output is the label (xent); NaN for mse.
   double query_accuracy(Index i, VecIn phi, Workspace& ws) const {
     if (loss_ != LossKind::xent) return std::numeric_limits<double>::quiet_NaN();
-    forward(q_, i, phi, ws);
+    forward(inputs(q_, i), q_.k, phi, ws);
     const auto out = ws.Z[num_layers() - 1].leftCols(q_.k);
     const std::int64_t* lab = q_.L + i * q_.k;
     Index hits = 0;
@@ -176,14 +219,14 @@ class MLPTasks {
       out.array() *= 1.0 - A.leftCols(k).array().square();
   }
 
-  // Z and A of every layer for the k samples of task i.
-  void forward(const Data& D, Index i, VecIn phi, Workspace& ws) const {
-    const Index L = num_layers(), k = D.k;
-    const auto X = inputs(D, i);
+  // Z and A of every layer for the k samples (columns) of X.
+  template <class XMat>
+  void forward(const XMat& X, Index k, VecIn phi, Workspace& ws) const {
+    const Index L = num_layers();
     for (Index l = 0; l < L; ++l) {
       auto Z = ws.Z[l].leftCols(k);
       if (l == 0)
-        Z.noalias() = W(phi, 0) * X;
+        Z.noalias() = W(phi, 0) * X.leftCols(k);
       else
         Z.noalias() = W(phi, l) * ws.A[l - 1].leftCols(k);
       Z.colwise() += b(phi, l);
@@ -191,17 +234,18 @@ class MLPTasks {
     }
   }
 
-  // The loss of the forward pass in ws, and dLoss/dZ_out into D[L-1].
-  double output_loss(const Data& D, Index i, Workspace& ws) const {
+  // For data set D of task i, whose k samples sit in columns c0..c0+k-1 of the forward
+  // pass in ws: weight * dLoss/dZ_out into those columns of D[L-1]; returns the loss.
+  double output_grad(const Data& D, Index i, Index c0, double weight, Workspace& ws) const {
     const Index L = num_layers(), k = D.k, dout = d_[L];
-    const auto Z = ws.Z[L - 1].leftCols(k);
-    auto G = ws.D[L - 1].leftCols(k);
+    const auto Z = ws.Z[L - 1].middleCols(c0, k);
+    auto G = ws.D[L - 1].middleCols(c0, k);
     if (loss_ == LossKind::mse) {
       const ConstMatMap Y(D.Y + i * k * dout, dout, k);
       G = Z - Y;
       const double scale = 1.0 / static_cast<double>(k * dout);
       const double value = G.squaredNorm() * scale;
-      G *= 2.0 * scale;
+      G *= 2.0 * scale * weight;
       return value;
     }
     const std::int64_t* lab = D.L + i * k;
@@ -214,22 +258,19 @@ class MLPTasks {
       G.col(s) /= sum;  // softmax probabilities
       G(lab[s], s) -= 1.0;
     }
-    G /= static_cast<double>(k);
+    G *= weight / static_cast<double>(k);
     return value / static_cast<double>(k);
   }
 
-  // Loss of task i at phi; if grad is non-null, its gradient (n entries) too.
-  double loss_and_grad(const Data& D, Index i, VecIn phi, double* grad, Workspace& ws) const {
-    forward(D, i, phi, ws);
-    const double value = output_loss(D, i, ws);
-    if (!grad) return value;
-    const Index L = num_layers(), k = D.k;
-    const auto X = inputs(D, i);
+  // Backpropagation of D[L-1] (for the k columns of the forward pass on X) into grad.
+  template <class XMat>
+  void backward(const XMat& X, Index k, VecIn phi, double* grad, Workspace& ws) const {
+    const Index L = num_layers();
     for (Index l = L - 1; l >= 0; --l) {
       const auto Dl = ws.D[l].leftCols(k);
       WOut gW(grad + woff_[l], d_[l + 1], d_[l]);
       if (l == 0)
-        gW.noalias() = Dl * X.transpose();
+        gW.noalias() = Dl * X.leftCols(k).transpose();
       else
         gW.noalias() = Dl * ws.A[l - 1].leftCols(k).transpose();
       Eigen::Map<Vec>(grad + boff_[l], d_[l + 1]) = Dl.rowwise().sum();
@@ -239,6 +280,14 @@ class MLPTasks {
         times_act_prime(ws.Z[l - 1], ws.A[l - 1], k, Dprev);
       }
     }
+  }
+
+  // Loss of task i at phi on data set D; if grad is non-null, its gradient (n entries) too.
+  double loss_and_grad(const Data& D, Index i, VecIn phi, double* grad, Workspace& ws) const {
+    const auto X = inputs(D, i);
+    forward(X, D.k, phi, ws);
+    const double value = output_grad(D, i, 0, 1.0, ws);
+    if (grad) backward(X, D.k, phi, grad, ws);
     return value;
   }
 
@@ -246,7 +295,7 @@ class MLPTasks {
   void hvp(const Data& D, Index i, VecIn phi, VecIn v, VecOut out, Workspace& ws) const {
     const Index L = num_layers(), k = D.k, dout = d_[L];
     const auto X = inputs(D, i);
-    forward(D, i, phi, ws);
+    forward(X, k, phi, ws);
     // R-forward: RZ_l = V_l A_{l-1} + W_l RA_{l-1} + c_l,  RA_l = act'(Z_l) RZ_l.
     for (Index l = 0; l < L; ++l) {
       auto RZ = ws.RZ[l].leftCols(k);
@@ -263,7 +312,7 @@ class MLPTasks {
       }
     }
     // Output: D = dLoss/dZ, RD = (d^2 Loss/dZ^2) RZ.
-    output_loss(D, i, ws);
+    output_grad(D, i, 0, 1.0, ws);
     auto RDout = ws.RD[L - 1].leftCols(k);
     const auto RZout = ws.RZ[L - 1].leftCols(k);
     if (loss_ == LossKind::mse) {
