@@ -1,0 +1,99 @@
+"""Scaling over tasks from 1 thread to all threads (2 on the reference machine).
+
+Usage::
+
+    python bench/threads.py [--out DIR] [--quick]
+
+Each (problem, estimator) is timed with ``fm.num_threads(1)`` and with all threads
+(best of several calls each, in the same run), and the speed-up is reported. OpenMP
+runs over the tasks of a batch, so every problem has m >= 8 tasks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _measure import best_time, machine, write_json  # noqa: E402
+
+import fobmaml as fm  # noqa: E402
+
+
+def problems(quick: bool):
+    q_inner = fm.InnerLoop(steps=20, lr=0.5, lam=1.0)
+    sizes = (200,) if quick else (200, 1000, 2000)
+    for n in sizes:
+        yield (
+            f"quadratic n={n} m=8 K=20",
+            fm.datasets.quadratic_tasks(8, n, seed=0),
+            np.zeros(n),
+            q_inner,
+        )
+    sin = fm.datasets.sinusoid(25, 10, 10, layers=[1, 40, 40, 1], activation="tanh")
+    yield (
+        "sinusoid m=25 K=5",
+        sin(np.random.default_rng(0)),
+        fm.mlp.init_params([1, 40, 40, 1]),
+        fm.InnerLoop(steps=5, lr=0.025, lam=20.0),
+    )
+    if not quick:
+        mn = fm.datasets.mnist1d_fewshot(5, 5, 15, "train", meta_batch=16, activation="tanh")
+        yield (
+            "mnist1d 5-way 5-shot m=16 K=10",
+            mn(np.random.default_rng(0)),
+            fm.mlp.init_params([40, 64, 64, 5]),
+            fm.InnerLoop(steps=10, lr=0.1, lam=2.0),
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="bench-results/threads")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    top = fm.get_num_threads()
+    repeat = 3 if args.quick else 7
+    rows = []
+    print(f"1 thread vs {top} threads (best of {repeat} calls each)")
+    for label, tasks, x, inner in problems(args.quick):
+        for est in (fm.FOMAML(inner), fm.MAML(inner), fm.FOBMAML(inner, scheme="symmetric")):
+            times = {}
+            for t in (1, top):
+                with fm.num_threads(t):
+                    times[t] = best_time(
+                        lambda est=est, x=x, tasks=tasks: est.meta_gradient(x, tasks), repeat
+                    )
+            speedup = times[1] / times[top]
+            rows.append(
+                {
+                    "problem": label,
+                    "estimator": est.name,
+                    "one_thread_s": times[1],
+                    "all_threads_s": times[top],
+                    "threads": top,
+                    "speedup": speedup,
+                }
+            )
+            print(
+                f"  {label:32s} {est.name:8s} {times[1] * 1e3:9.2f} ms -> "
+                f"{times[top] * 1e3:9.2f} ms  x{speedup:.2f}"
+            )
+    with open(out / "threads.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    write_json(out / "threads.json", {"machine": machine(), "rows": rows})
+    print(f"wrote {out}/threads.csv, threads.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
