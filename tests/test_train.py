@@ -327,3 +327,230 @@ def test_bad_inputs_raise(kwargs, exc, match):
         (positional if key in positional else keywords)[key] = value
     with pytest.raises(exc, match=match):
         meta_train(*positional.values(), **keywords)
+
+
+# -- the result's new fields ------------------------------------------------------------------
+def test_a_plain_run_has_no_skips_no_interrupt_and_no_resume():
+    res = meta_train(np.zeros(N), TASKS, EXACT, GD(0.5), 3, progress=False)
+    assert res.skipped_iterations == 0 and not res.interrupted and res.resumed_from is None
+    assert res[:4] == (res.x, res.history, res.state, res.stopped_early)
+
+
+# -- divergence policies ----------------------------------------------------------------------
+# A task whose support Hessian has eigenvalue 10: GD with step 0.5 on it (with lam = 1)
+# multiplies the error by 4.5 per step, so its inner loop diverges at any x.
+A_BAD = np.concatenate([TASKS.A, 10.0 * np.eye(N)[None]])
+B_BAD = np.concatenate([TASKS.b, np.ones((1, N))])
+PARTLY_BAD = fm.QuadraticTasks(A_BAD, B_BAD)  # tasks 0-3 are TASKS, task 4 diverges
+ALL_BAD = fm.QuadraticTasks(10.0 * np.stack([np.eye(N)] * 2), np.ones((2, N)))
+FOB = fm.FOBMAML(INNER, delta=1e-4, scheme="symmetric")
+
+
+def batches(*sequence):
+    """A sampler that returns the given batches in turn (ignoring the generator)."""
+    draws = iter(sequence)
+    return lambda rng: next(draws)
+
+
+def assert_same_floats(a, b):
+    assert a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def test_the_diverging_test_task_diverges():
+    est = FOB.estimate(np.zeros(N), PARTLY_BAD, losses=True, errors="return")
+    assert est.status.ok.tolist() == [True, True, True, True, False]
+    with pytest.raises(FloatingPointError, match="diverged at task 4"):
+        FOB.meta_gradient(np.zeros(N), PARTLY_BAD)
+
+
+def test_raise_is_the_default_and_keeps_the_run_up_to_the_failure():
+    T = 3
+    ref = meta_train(np.zeros(N), TASKS, FOB, Momentum(0.3, 0.5), T, progress=False)
+    sampler = batches(*[TASKS] * T, PARTLY_BAD)
+    with pytest.raises(FloatingPointError, match="diverged at task 4") as info:
+        meta_train(np.zeros(N), sampler, FOB, Momentum(0.3, 0.5), 6, progress=False)
+    partial = info.value.result
+    assert isinstance(partial, TrainResult) and not partial.interrupted
+    # x_3 is the last good iterate; records 0..2 are complete, the one at x_3 failed.
+    assert_same_floats(partial.x, ref.x)
+    for a, b in zip(partial.state[0], ref.state[0]):
+        assert_same_floats(a, b)
+    assert set(partial.history) == KEYS
+    for key in ("iteration", "meta_loss", "estimate_norm"):
+        assert_same_floats(partial.history[key], ref.history[key][:T])
+
+
+def test_skip_averages_over_the_good_tasks():
+    T = 5
+    good = fm.QuadraticTasks(A_BAD[:M], B_BAD[:M])  # the same tasks, built the same way
+    ref = meta_train(np.zeros(N), good, FOB, Momentum(0.3, 0.5), T, progress=False)
+    res = meta_train(
+        np.zeros(N), PARTLY_BAD, FOB, Momentum(0.3, 0.5), T, on_divergence="skip", progress=False
+    )
+    assert set(res.history) == KEYS | {"skipped_tasks"}
+    assert res.history["skipped_tasks"].dtype == np.int64
+    np.testing.assert_array_equal(res.history["skipped_tasks"], np.ones(T + 1))
+    assert res.skipped_iterations == 0
+    assert_same_floats(res.x, ref.x)
+    for key in ("iteration", "meta_loss", "estimate_norm"):
+        assert_same_floats(res.history[key], ref.history[key])
+
+
+def test_skip_makes_no_step_when_every_task_diverges():
+    sequence = [TASKS, ALL_BAD, TASKS, ALL_BAD, ALL_BAD, TASKS]  # 5 steps, 3 of them skipped
+    seen = []
+    res = meta_train(
+        np.zeros(N),
+        batches(*sequence),
+        FOB,
+        Momentum(0.3, 0.5),
+        5,
+        on_divergence="skip",
+        progress=False,
+        callback=lambda t, x, r: seen.append(x.copy()),
+    )
+    assert res.skipped_iterations == 3
+    h = res.history
+    np.testing.assert_array_equal(h["skipped_tasks"], [0, 2, 0, 2, 2, 0])
+    assert (
+        np.isnan(h["meta_loss"][[1, 3, 4]]).all() and np.isnan(h["estimate_norm"][[1, 3, 4]]).all()
+    )
+    # x and the optimizer state stand still over the skipped iterations...
+    assert_same_floats(seen[2], seen[1])
+    assert_same_floats(seen[4], seen[3]) and assert_same_floats(seen[5], seen[4])
+    # ...so the run is the good-batch run with the skipped steps left out.
+    ref = meta_train(np.zeros(N), TASKS, FOB, Momentum(0.3, 0.5), 2, progress=False)
+    assert_same_floats(res.x, ref.x)
+    assert_same_floats(res.state[0].trace, ref.state[0].trace)
+    assert_same_floats(h["meta_loss"][[0, 2, 5]], ref.history["meta_loss"])
+
+
+def test_skip_still_raises_failures_that_are_not_divergence():
+    A = np.stack([-2.0 * np.eye(N), np.eye(N)])  # Exact: A_0 + lam I is indefinite
+    bad = fm.QuadraticTasks(A, np.ones((2, N)))
+    with pytest.raises(fm.NotPositiveDefiniteError, match="task 0") as info:
+        meta_train(np.zeros(N), bad, EXACT, GD(0.5), 3, on_divergence="skip", progress=False)
+    assert len(info.value.result.history["iteration"]) == 0
+
+
+class BlowUp:
+    """Wraps an optimizer; at step `at`, makes the update, x, or the state non-finite."""
+
+    def __init__(self, base, at, what="update"):
+        self.base, self.at, self.what, self.calls = base, at, what, 0
+
+    def init(self, params):
+        return (self.base.init(params), np.zeros(1))
+
+    def update(self, grads, state, params=None):
+        updates, inner = self.base.update(grads, state[0], params)
+        self.calls += 1
+        if self.calls - 1 == self.at:
+            if self.what == "update":
+                updates = updates * 1e308 * 1e308  # overflows (without a warning escaping)
+            elif self.what == "x":
+                updates = updates + 1e308  # finite, but x + updates overflows
+            else:
+                return updates, (inner, np.full(1, np.inf))
+        return updates, (inner, state[1])
+
+
+class ZeroGradient(fm.Exact):
+    """An estimator that returns loss 0 and a zero gradient at any x, however large."""
+
+    def value_and_gradient(self, x, tasks):
+        return 0.0, np.zeros(N)
+
+
+@pytest.mark.parametrize("what", ["update", "x", "optimizer state"])
+def test_a_diverging_outer_step_raises_naming_the_iteration(what):
+    est, x0 = (ZeroGradient(INNER), np.full(N, 1e308)) if what == "x" else (FOB, np.zeros(N))
+    ref = meta_train(x0, TASKS, est, Momentum(0.3, 0.5), 2, progress=False)
+    opt = BlowUp(Momentum(0.3, 0.5), at=2, what=what)
+    with pytest.raises(
+        FloatingPointError, match=rf"outer step at iteration 2 \(x_2 -> x_3\) .*non-finite {what}"
+    ) as info:
+        meta_train(x0, TASKS, est, opt, 5, progress=False)
+    partial = info.value.result
+    assert_same_floats(partial.x, ref.x)
+    assert_same_floats(partial.state[0][0].trace, ref.state[0].trace)
+    assert len(partial.history["iteration"]) == 3  # the evaluation at x_2 completed
+    assert_same_floats(partial.history["meta_loss"], ref.history["meta_loss"])
+
+
+def test_real_overflow_of_the_outer_step_is_a_divergence_not_a_warning():
+    x0 = np.full(N, 1e3)  # the gradient is large, so lr * G overflows
+    with pytest.raises(FloatingPointError, match="iteration 0 .*non-finite update") as info:
+        meta_train(x0, TASKS, EXACT, GD(1e308), 4, progress=False)
+    np.testing.assert_array_equal(info.value.result.x, x0)
+    res = meta_train(x0, TASKS, EXACT, GD(1e308), 4, on_divergence="skip", progress=False)
+    assert res.skipped_iterations == 4
+    np.testing.assert_array_equal(res.x, x0)
+    np.testing.assert_array_equal(res.history["skipped_tasks"], np.zeros(5))
+
+
+def test_skip_keeps_x_and_the_state_over_a_diverging_outer_step():
+    opt = BlowUp(Momentum(0.3, 0.5), at=2, what="optimizer state")
+    res = meta_train(np.zeros(N), TASKS, FOB, opt, 6, on_divergence="skip", progress=False)
+    assert res.skipped_iterations == 1
+    # Step 2 was dropped; the wrapper's call count moved on, so the run is 5 good steps.
+    ref = meta_train(np.zeros(N), TASKS, FOB, Momentum(0.3, 0.5), 5, progress=False)
+    assert_same_floats(res.x, ref.x)
+    assert_same_floats(res.state[0][0].trace, ref.state[0].trace)
+    assert_same_floats(res.history["meta_loss"][3], res.history["meta_loss"][2])
+
+
+def test_exceptions_from_the_callback_carry_the_partial_result():
+    def callback(t, x, record):
+        if t == 2:
+            raise RuntimeError("user code failed")
+
+    with pytest.raises(RuntimeError, match="user code failed") as info:
+        meta_train(np.zeros(N), TASKS, EXACT, GD(0.5), 5, callback=callback, progress=False)
+    partial = info.value.result
+    short = meta_train(np.zeros(N), TASKS, EXACT, GD(0.5), 2, progress=False)
+    np.testing.assert_array_equal(partial.x, short.x)
+    np.testing.assert_array_equal(partial.history["meta_loss"], short.history["meta_loss"])
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        ({"on_divergence": "ignore"}, ValueError, "`on_divergence` must be one of 'raise', 'skip'"),
+        ({"on_interrupt": None}, ValueError, "`on_interrupt` must be one of 'raise', 'return'"),
+        ({"checkpoint": 3}, TypeError, "`checkpoint` must be a path"),
+        ({"checkpoint": b"run.ckpt"}, TypeError, "`checkpoint` must be a path"),
+        ({"checkpoint_every": 5}, ValueError, "`checkpoint_every` needs `checkpoint`"),
+        ({"checkpoint": "c", "checkpoint_every": 0}, ValueError, "`checkpoint_every` must be >= 1"),
+        ({"checkpoint": "c", "checkpoint_every": 1.0}, TypeError, "`checkpoint_every` must be an"),
+        ({"resume": True}, ValueError, r"`resume=True` needs `checkpoint`"),
+        ({"checkpoint": "c", "resume": "yes"}, TypeError, "`resume` must be a bool"),
+    ],
+)
+def test_bad_reliability_options_raise(kwargs, exc, match, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(exc, match=match):
+        meta_train(np.zeros(N), TASKS, EXACT, GD(0.5), 2, progress=False, **kwargs)
+    assert not list(tmp_path.iterdir())
+
+
+def test_new_options_are_keyword_only():
+    import inspect
+
+    params = inspect.signature(meta_train).parameters
+    for name in ("on_divergence", "on_interrupt", "checkpoint", "checkpoint_every", "resume"):
+        assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+def test_the_estimate_norm_of_a_huge_finite_estimate_is_finite():
+    # FOMAML's estimate is B phi - c = -c = 1e200 (1, 1): its norm overflows in a plain dot.
+    big = fm.QuadraticTasks(
+        np.eye(2)[None], np.zeros((1, 2)), np.eye(2)[None], np.full((1, 2), -1e200)
+    )
+    est = fm.FOMAML(fm.InnerLoop(steps=1, lr=0.1))
+    res = meta_train(np.zeros(2), big, est, fm.NormalizedGD(0.1), 1, progress=False)
+    np.testing.assert_allclose(res.history["estimate_norm"], np.sqrt(2) * 1e200, rtol=1e-15)
+    # In the usual range the norm is numpy's, bit for bit, as before.
+    ordinary = meta_train(np.zeros(N), TASKS, FOB, GD(0.5), 0, progress=False)
+    g = FOB.meta_gradient(np.zeros(N), TASKS)
+    assert ordinary.history["estimate_norm"][0] == np.linalg.norm(g)
