@@ -10,10 +10,11 @@
 
 import contextlib
 
-from . import datasets, diagnostics, mlp, optim
+from . import checkpoint, datasets, diagnostics, mlp, optim
 from ._native import ISA as _ISA
 from ._native import core as _core
 from ._version import __version__
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .errors import ConvergenceError, NotPositiveDefiniteError
 from .estimators import (
     FOBMAML,
@@ -115,6 +116,10 @@ __all__ = [
     "SNGDM",
     "meta_train",
     "TrainResult",
+    "checkpoint",
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
     "NotPositiveDefiniteError",
     "ConvergenceError",
 ]
