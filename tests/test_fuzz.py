@@ -376,8 +376,11 @@ def badshape(a: np.ndarray, how: str):
 
 
 @st.composite
-def variants(draw, a: np.ndarray, kinds=ALL_KINDS) -> Variant:
-    """A variant of the valid float64 array `a` (see the module docstring)."""
+def variants(draw, a: np.ndarray, kinds=ALL_KINDS, optional=False) -> Variant:
+    """A variant of the valid float64 array `a` (see the module docstring).
+
+    For an `optional` argument, None is the default, not a wrong type.
+    """
     a = np.ascontiguousarray(a, dtype=np.float64)
     kind = draw(st.sampled_from(kinds))
     if kind in ("nonfinite", "badshape") and a.size == 0:
@@ -397,7 +400,7 @@ def variants(draw, a: np.ndarray, kinds=ALL_KINDS) -> Variant:
         out.flat[draw(st.integers(0, a.size - 1))] = draw(st.sampled_from(NONFINITE))
         return Variant(kind, "nonfinite", out, None)
     if kind == "badtype":
-        how = draw(st.sampled_from(BADTYPES))
+        how = draw(st.sampled_from([b for b in BADTYPES if not (optional and b == "none")]))
         return Variant(kind, how, badtype(a, how), None)
     if kind == "badshape":
         how = draw(st.sampled_from(BADSHAPES))
@@ -806,7 +809,7 @@ def quad_constructor_args(draw):
     if expected is not None:
         return args, None, (expected,)
     name = draw(st.sampled_from(sorted(args)))
-    var = draw(variants(args[name]))
+    var = draw(variants(args[name], optional=name in ("B", "c")))
     note(f"{name}: {var.kind} {var.how}")
     refs = {k: v for k, v in args.items()}
     refs[name] = var.reference
@@ -953,7 +956,7 @@ def mlp_constructor_args(draw):
         return args, kw, None
     names = [n for n in args if not (d.loss == "xent" and n.startswith("Y"))]
     name = draw(st.sampled_from(sorted(names)))
-    var = draw(variants(args[name]))
+    var = draw(variants(args[name], optional=name.endswith("query")))
     note(f"{name}: {var.kind} {var.how}")
     args[name] = var.value
     return args, kw, EXPECTED.get(var.kind, "contract" if var.kind == "extreme" else None)
