@@ -143,7 +143,7 @@ PYBIND11_MODULE(FOBMAML_MODULE, m) {
   py::list codes, stages;
   for (const char* s : {"ok", "non_finite", "diverged", "not_pos_def", "not_converged"}) codes.append(s);
   for (const char* s : {"none", "inner_loop", "perturbed_plus", "perturbed_minus", "backward", "cg",
-                        "inner_solve", "direct_solve", "query", "curvature_probe"})
+                        "inner_solve", "direct_solve", "query", "curvature_probe", "output"})
     stages.append(s);
   m.attr("STATUS_CODES") = codes;
   m.attr("STATUS_STAGES") = stages;

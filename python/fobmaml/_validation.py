@@ -19,7 +19,12 @@ def real_scalar(value: object, name: str) -> float:
     """`value` as a finite Python float; TypeError for non-reals, ValueError for NaN/Inf."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"`{name}` must be a real number (got {_describe(value)})")
-    out = float(value)
+    try:
+        out = float(value)
+    except OverflowError:  # an integer beyond float64's range
+        raise ValueError(
+            f"`{name}` must be finite (got an integer of {int(value).bit_length()} bits)"
+        ) from None
     if not np.isfinite(out):
         raise ValueError(f"`{name}` must be finite (got {out})")
     return out
@@ -81,7 +86,10 @@ def float_array(
     if ndim is not None and arr.ndim != ndim:
         doc = f" of shape {shape_doc}" if shape_doc else ""
         raise ValueError(f"`{name}` must be a {ndim}-D array{doc} (got shape {arr.shape})")
-    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    # order="C" keeps 0-d arrays 0-d (ascontiguousarray would make them 1-d); casting
+    # from a wider type (long double) may overflow: that is reported as non-finite below.
+    with np.errstate(over="ignore", invalid="ignore"):
+        arr = np.asarray(arr, dtype=np.float64, order="C")
     if not np.isfinite(arr).all():
         raise ValueError(f"`{name}` must contain only finite values (found NaN or Inf)")
     return arr
@@ -93,3 +101,13 @@ def params_vector(x: object, n: int, name: str = "x") -> np.ndarray:
     if arr.shape[0] != n:
         raise ValueError(f"`{name}` must have shape ({n},) to match the tasks (got {arr.shape})")
     return arr
+
+
+def safe_mean(values: np.ndarray) -> float:
+    """The mean of finite values, without overflowing where their sum would (1e308 + 1e308)."""
+    v = np.asarray(values, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = float(np.mean(v))
+    if not np.isfinite(mean) and np.isfinite(v).all():
+        mean = float(np.sum(v / v.size))
+    return mean

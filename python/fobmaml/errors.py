@@ -43,6 +43,8 @@ _STAGE_TEXT = {
     "direct_solve": "closed-form solve",
     "query": "query loss",
     "curvature_probe": "curvature probe (Lanczos) of ∇²g + λI at the inner solution",
+    "output": "returned estimate or loss (each step was finite; the final combination, "
+    "e.g. λ/δ times a difference, overflowed)",
 }
 
 

@@ -231,7 +231,7 @@ class Estimator:
         The loss is F_K(x), the mean query loss after the K inner steps (F(x) for Exact).
         """
         est = self.estimate(x, tasks, losses=True)
-        return float(np.mean(est.losses)), est.gradient
+        return check.safe_mean(est.losses), est.gradient
 
 
 class MAML(Estimator):
@@ -406,7 +406,7 @@ class Exact(Estimator):
     ) -> None:
         super().__init__(inner)
         self.tol = check.positive(tol, "tol")
-        self.max_iter = check.integer(max_iter, "max_iter", minimum=1)
+        self.max_iter = check.integer(max_iter, "max_iter", minimum=1, maximum=2**63 - 1)
         self.solver = check.choice(solver, "solver", ("auto", "iterative"))
         self.pd_check_steps = check.integer(
             pd_check_steps, "pd_check_steps", minimum=0, maximum=10_000
@@ -444,7 +444,7 @@ def _adapt(x, tasks, inner, want_phi):
 
 def meta_loss(x: np.ndarray, tasks: TaskBatch, inner: InnerLoop) -> float:
     r"""The K-step meta-loss :math:`F_K(x) = \frac1m\sum_i f_i(\phi_{i,K}(x))`."""
-    return float(np.mean(_adapt(x, tasks, inner, False)[1]))
+    return check.safe_mean(_adapt(x, tasks, inner, False)[1])
 
 
 def adapt(x: np.ndarray, tasks: TaskBatch, inner: InnerLoop) -> np.ndarray:

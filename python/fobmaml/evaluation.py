@@ -67,9 +67,9 @@ def evaluate(x: np.ndarray, tasks: TaskBatch, inner: InnerLoop) -> Evaluation:
     base.steps = 0
     before_loss, before_acc = _run(x, tasks, base, "evaluate (no adaptation)")
     return Evaluation(
-        loss=float(np.mean(after_loss)),
+        loss=check.safe_mean(after_loss),
         accuracy=None if after_acc is None else float(np.mean(after_acc)),
-        loss_before=float(np.mean(before_loss)),
+        loss_before=check.safe_mean(before_loss),
         accuracy_before=None if before_acc is None else float(np.mean(before_acc)),
         task_loss=after_loss,
         task_accuracy=after_acc,

@@ -114,8 +114,13 @@ def predict(
     act = np.tanh if activation == "tanh" else (lambda z: np.maximum(z, 0.0))
     h = X
     weights = unflatten(params, d)
-    for i, (W, b) in enumerate(weights):
-        h = h @ W.T + b
-        if i + 1 < len(weights):
-            h = act(h)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for i, (W, b) in enumerate(weights):
+            h = h @ W.T + b
+            if i + 1 < len(weights):
+                h = act(h)
+    if not np.isfinite(h).all():
+        raise FloatingPointError(
+            "the network's output overflowed (NaN or Inf) for these `params` and `X`"
+        )
     return h

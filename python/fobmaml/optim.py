@@ -215,7 +215,36 @@ class Transform:
         ``state`` was initialised for (ValueError naming ``grads`` otherwise).
         """
         p = None if params is None else _check_params(params)
-        return self._update_fn(_check_grads(grads, p), state, p)
+        g = _check_grads(grads, p)
+        with np.errstate(over="ignore", invalid="ignore"):
+            updates, new_state = self._update_fn(g, state, p)
+        _check_finite_step(self, updates, new_state, g)
+        return updates, new_state
+
+
+def _arrays(state: Any):
+    if isinstance(state, np.ndarray):
+        yield state
+    elif isinstance(state, tuple):
+        for item in state:
+            yield from _arrays(item)
+
+
+def _check_finite_step(transform: Any, updates: np.ndarray, state: Any, grads: np.ndarray) -> None:
+    """FloatingPointError if a step overflowed: a non-finite update or state array."""
+    if not np.isfinite(updates).all():
+        what = "update"
+    elif not all(np.isfinite(a).all() for a in _arrays(state)):
+        what = "optimizer state"
+    else:
+        return
+    err = FloatingPointError(
+        f"{transform!r} overflowed: its {what} is not finite for gradients of magnitude "
+        f"up to {float(np.max(np.abs(grads))) if grads.size else 0.0:.3g}; reduce the step size "
+        "or use a normalized or clipped optimizer"
+    )
+    err.nonfinite = what  # what became non-finite, for meta_train's divergence report
+    raise err
 
 
 def _apply(transform: Any, grads: np.ndarray, state: Any, params: np.ndarray | None):
@@ -434,13 +463,22 @@ def apply_updates(params: np.ndarray, updates: np.ndarray) -> np.ndarray:
     r"""The new parameters :math:`x + u`, as a new float64 array (``params`` is not modified).
 
     Both must be finite 1-D arrays of the same shape; non-finite updates (e.g. from an
-    overflowing step) raise ValueError naming ``updates``.
+    overflowing step) raise ValueError naming ``updates``, and a sum that overflows
+    raises FloatingPointError.
     """
     x = _check_params(params)
     u = check.float_array(updates, "updates", ndim=1, shape_doc="(n,)")
     if u.shape != x.shape:
         raise ValueError(f"`updates` must have shape {x.shape} to match `params` (got {u.shape})")
-    return x + u
+    with np.errstate(over="ignore"):
+        out = x + u
+    if not np.isfinite(out).all():
+        err = FloatingPointError(
+            "`params` + `updates` overflowed (the new parameters are not finite)"
+        )
+        err.nonfinite = "x"
+        raise err
+    return out
 
 
 # -- the public optimizers ------------------------------------------------------------------

@@ -66,7 +66,12 @@ class TaskBatch:
         return self._eval(phi, None, which)[1]
 
     def hvps(self, phi: np.ndarray, v: np.ndarray, which: str = "support") -> np.ndarray:
-        """Per-task Hessian-vector product of the support (or query) loss at phi with v, (m, n)."""
+        """Per-task Hessian-vector product of the support (or query) loss at phi with v, (m, n).
+
+        `v` is a vector (n,) used for every task, or one row per task (m, n).
+        """
+        if v is None:
+            raise TypeError("`v` must be a float array of shape (n,) or (m, n), not None")
         return self._eval(phi, v, which)[2]
 
     def _select(self, index) -> np.ndarray:
@@ -79,7 +84,9 @@ class TaskBatch:
 
 def _symmetry_check(M: np.ndarray, name: str) -> None:
     # Relative tolerance: a few ulps of the largest entry, as produced by (M + M^T)/2 in float64.
-    asym = np.abs(M - np.swapaxes(M, 1, 2)).max(axis=(1, 2))
+    # An asymmetry that overflows (1e308 against -1e308) is infinite, hence rejected.
+    with np.errstate(over="ignore", invalid="ignore"):
+        asym = np.abs(M - np.swapaxes(M, 1, 2)).max(axis=(1, 2))
     scale = np.maximum(np.abs(M).max(axis=(1, 2)), np.finfo(np.float64).tiny)
     bad = np.flatnonzero(asym > 1e-10 * scale)
     if bad.size:

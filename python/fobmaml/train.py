@@ -280,10 +280,16 @@ def _outer_step(
     the caller as a divergence of the outer loop instead.
     """
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        updates, new_state = optimizer.update(grad, state, x)
-        if not _all_finite(updates):
-            return "update"
-        new_x = apply_updates(x, updates)
+        try:
+            updates, new_state = optimizer.update(grad, state, x)
+            if not _all_finite(updates):
+                return "update"
+            new_x = apply_updates(x, updates)
+        except FloatingPointError as exc:  # fobmaml's optimizers and apply_updates say what
+            what = getattr(exc, "nonfinite", None)
+            if what is None:
+                raise
+            return what
     if not _all_finite(new_x):
         return "x"
     if not all(_all_finite(leaf) for leaf in _state_leaves(new_state) if leaf is not None):

@@ -115,10 +115,16 @@ inline void finish_batch(double* G, double* losses, const Status* status, Index 
       if (losses) losses[i] = nan;
     }
   }
-  if (good > 0)
-    acc /= static_cast<double>(good);
-  else
+  if (good == 0) {
     acc.setConstant(nan);
+    return;
+  }
+  acc /= static_cast<double>(good);
+  if (!is_finite(acc)) {  // the sum of finite rows overflowed: average the scaled rows instead
+    acc.setZero();
+    for (Index i = 0; i < m; ++i)
+      if (status[i].ok()) acc += Eigen::Map<const Vec>(G + i * n, n) / static_cast<double>(good);
+  }
 }
 
 // Bytes of workspace one estimator call allocates (all threads), before allocating any.

@@ -206,7 +206,7 @@ Status estimate_task(const Family& fam, Index i, const Vec& x, const EstimatorCo
                      TaskWorkspace<Family>& ws, VecOut g, double* loss) {
   const Status st = estimate_task_unchecked(fam, i, x, cfg, ws, g, loss);
   if (st.ok() && (!is_finite(g) || (loss && !std::isfinite(*loss))))
-    return Status::failure(Code::non_finite, Stage::query, -1);
+    return Status::failure(Code::non_finite, Stage::output, -1);
   return st;
 }
 

@@ -27,6 +27,7 @@ enum class Stage : int {
   direct_solve,     // Exact: the closed form of a quadratic task
   query,            // query loss / gradient at the adapted point
   curvature_probe,  // Exact: Lanczos probe of the smallest eigenvalue of d^2 g + lam I
+  output,           // the estimate or loss an estimator returns (e.g. lam / delta overflowed)
 };
 
 struct Status {
