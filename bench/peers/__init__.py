@@ -1,0 +1,60 @@
+"""Meta-gradients written the way a strong user of each framework would, to compare with fobmaml.
+
+Every peer module exposes the same small interface:
+
+- ``NAME``: the implementation's name in tables (``"torch-eager"``, ...);
+- ``ESTIMATORS``: the names of :data:`peers.problems.ESTIMATORS` it implements;
+- ``build(problem, estimator)``: converts the problem's arrays once and returns a
+  no-argument function that computes the mean meta-gradient at ``problem.x0`` and
+  returns it as the framework's own array (computation finished: JAX results are
+  ``block_until_ready``);
+- ``to_numpy(result)``: that array as a NumPy float64 vector;
+- ``settings()``: versions and thread settings, for the report.
+
+The peers are optional: :func:`load` imports one, and :func:`missing` says which of its
+packages are not installed. Run them from the ``bench`` directory (``bench/`` on
+``sys.path``), as ``bench/compare.py`` and the tests do.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from types import ModuleType
+
+from .problems import ESTIMATORS
+
+__all__ = ["IMPLEMENTATIONS", "ESTIMATORS", "requirements", "missing", "load"]
+
+#: implementation name -> (module in this package, the packages it imports)
+_PEERS = {
+    "torch-eager": ("torch_eager", ("torch",)),
+    "torch-higher": ("torch_higher", ("torch", "higher")),
+    "torch-func": ("torch_func", ("torch",)),
+    "jax": ("jax_peer", ("jax", "jaxlib")),
+}
+
+#: The peers, in the order of the tables.
+IMPLEMENTATIONS = tuple(_PEERS)
+
+
+def requirements(name: str) -> tuple[str, ...]:
+    """The packages the peer `name` imports."""
+    return _PEERS[_check(name)][1]
+
+
+def missing(name: str) -> list[str]:
+    """The packages of peer `name` that are not installed (empty when it can run)."""
+    return [pkg for pkg in requirements(name) if importlib.util.find_spec(pkg) is None]
+
+
+def load(name: str) -> ModuleType:
+    """Import the peer `name` (raises ImportError if one of its packages is missing)."""
+    module = _PEERS[_check(name)][0]
+    return importlib.import_module(f".{module}", __name__)
+
+
+def _check(name: str) -> str:
+    if name not in _PEERS:
+        raise ValueError(f"unknown peer {name!r}; expected one of {IMPLEMENTATIONS}")
+    return name
