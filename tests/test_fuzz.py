@@ -55,6 +55,7 @@ import dataclasses
 import faulthandler
 import math
 import numbers
+import sys
 import types
 from decimal import Decimal
 from fractions import Fraction
@@ -80,7 +81,8 @@ FMAX = np.finfo(np.float64).max
 @pytest.fixture(autouse=True)
 def _hang_guard():
     """A test running past its budget prints every thread's stack and ends the run."""
-    faulthandler.dump_traceback_later(300 * SCALE, exit=True)
+    # The process's real stderr: pytest may have replaced sys.stderr with a capture object.
+    faulthandler.dump_traceback_later(300 * SCALE, exit=True, file=sys.__stderr__)
     yield
     faulthandler.cancel_dump_traceback_later()
 

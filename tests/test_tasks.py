@@ -217,3 +217,20 @@ def test_dataset_task_spread():
     spread = fm.datasets.quadratic_tasks(5, 4, 10.0, task_spread=1.0, seed=3)
     optima = np.array([np.linalg.solve(A, b) for A, b in zip(spread.A, spread.b)])
     assert optima.std(axis=0).min() > 0.1
+
+
+def test_unaligned_arrays_are_copied_to_aligned_memory():
+    """The kernels read doubles through aligned pointers (reading a misaligned double is
+    undefined behaviour, which UBSan reports): validation copies a misaligned view."""
+    from fobmaml._validation import float_array
+
+    buf = np.zeros(8 * 12 + 1, dtype=np.uint8)
+    view = np.frombuffer(buf.data, dtype=np.float64, count=12, offset=1)
+    assert not view.flags.aligned
+    out = float_array(view, "x")
+    assert out.flags.aligned and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, view)
+    labels = np.frombuffer(np.zeros(8 * 6 + 3, np.uint8).data, dtype=np.int64, count=6, offset=3)
+    tasks = fm.MLPTasks(np.zeros((2, 3, 1)), labels.reshape(2, 3), layers=[1, 2], loss="xent")
+    assert tasks.Y_support.flags.aligned
+    np.testing.assert_array_equal(tasks.Y_support, labels.reshape(2, 3))

@@ -75,7 +75,7 @@ def choice(value: object, name: str, options: tuple[str, ...]) -> str:
 def float_array(
     value: object, name: str, ndim: int | None = None, shape_doc: str = ""
 ) -> np.ndarray:
-    """`value` as a finite, C-contiguous float64 array (no copy when it already is one).
+    """`value` as a finite, C-contiguous, aligned float64 array (no copy when it already is one).
 
     Integer and floating dtypes are accepted; bool, complex, object and string
     dtypes raise TypeError. NaN/Inf raise ValueError.
@@ -90,6 +90,8 @@ def float_array(
     # from a wider type (long double) may overflow: that is reported as non-finite below.
     with np.errstate(over="ignore", invalid="ignore"):
         arr = np.asarray(arr, dtype=np.float64, order="C")
+    if not arr.flags.aligned:  # e.g. a view at an odd byte offset; the kernels need aligned doubles
+        arr = arr.copy()
     if not np.isfinite(arr).all():
         raise ValueError(f"`{name}` must contain only finite values (found NaN or Inf)")
     return arr

@@ -297,7 +297,8 @@ class MLPTasks(TaskBatch):
                 f"`{yn}` labels must be in [0, {d_out}) for d_out = layers[-1] = {d_out} "
                 f"(got range [{Y.min()}, {Y.max()}])"
             )
-        return X, np.ascontiguousarray(Y, dtype=np.int64)
+        # np.require also copies a misaligned view: the kernels read aligned int64.
+        return X, np.require(Y, dtype=np.int64, requirements=["C", "A"])
 
     def __getitem__(self, index) -> MLPTasks:
         idx = self._select(index)

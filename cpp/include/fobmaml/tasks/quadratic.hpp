@@ -23,7 +23,9 @@ class QuadraticTasks {
   // Scratch space owned by one thread; only the closed-form exact solve needs any.
   struct Workspace {
     Mat M;
-    Eigen::LLT<Mat> llt;
+    // Built from an empty matrix: a default-constructed LLT leaves its info() member
+    // uninitialized, and copying the workspace would read it (UBSan reports that).
+    Eigen::LLT<Mat> llt{Mat(0, 0)};
     Vec rhs;
   };
 
