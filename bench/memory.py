@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/memory.py [--out DIR] [--ks 10 30 100 300 1000] [--quick]
+    python bench/memory.py [--out DIR] [--ks 10 30 100 300 1000] [--quick] [--replot]
 
 For each estimator and K, a fresh subprocess builds the sinusoid batch (m = 25,
 [1, 40, 40, 1] tanh, 10-shot; ``peers.problems.sinusoid``), records its peak resident set
@@ -76,13 +76,66 @@ def available_peers() -> list[str]:
     return [p for p in ("torch-eager", "torch-func", "jax") if not peers.missing(p)]
 
 
+COLORS = {"fobmaml": "#c44e52", "torch-eager": "#4c72b0", "torch-func": "#55a868", "jax": "#8172b2"}
+STYLES = {
+    "FOBMAML(symmetric)": ("o", "-"),
+    "FOMAML": ("s", ":"),
+    "IMAML(cg=5)": ("^", "-."),
+    "MAML": ("D", "--"),
+}
+FLOOR_MIB = 0.05  # below what RSS resolves; zero growth is drawn at this floor
+
+
+def plot(rows: list[dict], impls: list[str], path: Path) -> None:
+    """Extra peak RSS against K, log-log; one colour per implementation, one style per estimator."""
+    fig, ax = new_figure(6.4, 6.2)
+    for impl in impls:
+        for name in ESTIMATORS:
+            pts = [
+                (int(r["K"]), max(float(r["extra_kib"]) / 1024, FLOOR_MIB))
+                for r in rows
+                if r["implementation"] == impl
+                and r["estimator"] == name
+                and r.get("extra_kib") not in (None, "")
+            ]
+            if pts:
+                marker, ls = STYLES[name]
+                ax.plot(
+                    *zip(*pts),
+                    marker=marker,
+                    ls=ls,
+                    color=COLORS.get(impl),
+                    lw=2.0 if impl == "fobmaml" else 1.2,
+                    ms=4,
+                    label=f"{impl}: {name}",
+                )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("inner steps K")
+    ax.set_ylabel(f"extra peak RSS of one call, MiB (< {FLOOR_MIB}: drawn at {FLOOR_MIB})")
+    ax.set_title("memory of one meta-gradient: sinusoid m=25, [1,40,40,1]", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=7)
+    fig.savefig(path, dpi=150)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench-results/memory")
     ap.add_argument("--ks", type=int, nargs="+", default=[10, 30, 100, 300, 1000])
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--quick", action="store_true", help="K in {10, 100} and fobmaml only")
+    ap.add_argument(
+        "--replot", action="store_true", help="redraw memory.png from --out's memory.csv"
+    )
     args = ap.parse_args(argv)
+    if args.replot:
+        with open(Path(args.out) / "memory.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        impls = list(dict.fromkeys(r["implementation"] for r in rows))
+        plot(rows, impls, Path(args.out) / "memory.png")
+        return 0
     ks = [10, 100] if args.quick else args.ks
     impls = ["fobmaml"] + ([] if (args.quick or args.no_peers) else available_peers())
     out = Path(args.out)
@@ -141,28 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  {key:36s} {v['measured_growth_mib']:+9.2f} MiB measured"
             + (f", {pred:+9.2f} MiB predicted" if pred is not None else "")
         )
-    fig, ax = new_figure()
-    for impl in impls:
-        for name in ESTIMATORS:
-            pts = [
-                (r["K"], r["extra_kib"] / 1024)
-                for r in rows
-                if r["implementation"] == impl and r["estimator"] == name and "extra_kib" in r
-            ]
-            if pts:
-                ax.plot(
-                    *zip(*pts),
-                    marker="o",
-                    ls="-" if impl == "fobmaml" else "--",
-                    label=f"{impl}: {name}",
-                )
-    ax.set_xscale("log")
-    ax.set_xlabel("inner steps K")
-    ax.set_ylabel("extra peak RSS of one call (MiB)")
-    ax.set_title("memory of one meta-gradient: sinusoid m=25, [1,40,40,1]", fontsize=10)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.savefig(out / "memory.png", dpi=150)
+    plot(rows, impls, out / "memory.png")
     write_json(
         out / "memory.json", {"machine": machine(), "ks": ks, "summary": summary, "rows": rows}
     )
