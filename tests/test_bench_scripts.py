@@ -1,0 +1,73 @@
+"""The benchmark scripts run end to end (``--quick``) and write what bench/README.md says.
+
+Nothing here looks at a time: the checks are on the files' structure and on the numbers
+that are not timings (the peers' agreement, the predicted workspace).
+"""
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import memory  # noqa: E402
+import roofline  # noqa: E402
+import threads  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_threads_quick(tmp_path):
+    assert threads.main(["--quick", "--out", str(tmp_path)]) == 0
+    rows = _rows(tmp_path / "threads.csv")
+    assert {r["estimator"] for r in rows} == {"FOMAML", "MAML", "FOBMAML"}
+    for r in rows:
+        one, top = float(r["one_thread_s"]), float(r["all_threads_s"])
+        assert one > 0 and top > 0
+        assert float(r["speedup"]) == pytest.approx(one / top)
+
+
+def test_roofline_quick(tmp_path):
+    assert roofline.main(["--quick", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "roofline.json").read_text())
+    for run in data["runs"].values():
+        assert run["triad_gb_per_s"] > 0
+        assert set(run["quadratic"]) == {"FOMAML", "FOBMAML(symmetric)"}
+        assert set(run["mlp"]) == {"sinusoid", "mnist1d"}
+
+
+def test_memory_quick_measures_and_predicts(tmp_path):
+    assert memory.main(["--quick", "--out", str(tmp_path)]) == 0
+    rows = _rows(tmp_path / "memory.csv")
+    assert len(rows) == 4 * 2  # four estimators, K in {10, 100}
+    pred = {(r["estimator"], int(r["K"])): int(r["predicted_bytes"]) for r in rows}
+    # MAML's workspace holds the trajectory, K n doubles per thread; FO-B-MAML's does not
+    # depend on K. These are the kernels' own predictions, not measurements.
+    assert pred[("MAML", 100)] > pred[("MAML", 10)]
+    assert pred[("FOBMAML(symmetric)", 100)] == pred[("FOBMAML(symmetric)", 10)]
+    assert all("extra_kib" in r and r["extra_kib"] != "" for r in rows)
+    assert (tmp_path / "memory.png").stat().st_size > 0
+    assert memory.main(["--out", str(tmp_path), "--replot"]) == 0
+
+
+def test_compare_quick(tmp_path):
+    """fobmaml alone, or next to JAX where it is installed (which must then agree)."""
+    import compare
+
+    args = ["--quick", "--problems", "quadratic-n100", "--peers", "jax", "--repeat", "1"]
+    assert compare.main([*args, "--max-time", "0.1", "--out", str(tmp_path)]) == 0
+    rows = _rows(tmp_path / "peers.csv")
+    ours = [r for r in rows if r["implementation"] == "fobmaml"]
+    assert [r["estimator"] for r in ours] == list(compare.P.ESTIMATORS)
+    assert all(r["status"] == "ok" for r in rows)
+    for name in ("peers.png", "machine.json", "table.txt"):
+        assert (tmp_path / name).stat().st_size > 0
