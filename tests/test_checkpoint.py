@@ -11,6 +11,7 @@ import struct
 
 import numpy as np
 import pytest
+from guarded_train import guarded
 
 import fobmaml as fm
 from fobmaml import checkpoint as ckpt
@@ -300,18 +301,6 @@ def test_restore_state_refuses_a_state_of_another_shape_or_optimizer():
 
 
 # -- meta_train: checkpoint and resume --------------------------------------------------------
-def guarded(*args, **kwargs):
-    """meta_train, failing the test if a KeyboardInterrupt escapes it.
-
-    pytest treats a KeyboardInterrupt as the user stopping the session: without this, an
-    interrupt that `on_interrupt="return"` failed to catch would end the run quietly.
-    """
-    try:
-        return meta_train(*args, **kwargs)
-    except KeyboardInterrupt as exc:
-        pytest.fail(f"a KeyboardInterrupt escaped meta_train ({exc!r})")
-
-
 def run(opt, tasks=TASKS, T=9, **kwargs):
     kwargs.setdefault("progress", False)
     return guarded(np.linspace(0.5, -0.5, N), tasks, EST, opt, T, **kwargs)

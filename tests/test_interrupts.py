@@ -12,6 +12,7 @@ import threading
 
 import numpy as np
 import pytest
+from guarded_train import guarded
 
 import fobmaml as fm
 from fobmaml.checkpoint import load_checkpoint, restore_state
@@ -26,18 +27,6 @@ X0 = np.linspace(0.5, -0.5, N)
 
 def sampler(rng):
     return TASKS[rng.choice(M, size=2, replace=False)]
-
-
-def guarded(*args, **kwargs):
-    """meta_train, failing the test if a KeyboardInterrupt escapes it.
-
-    pytest treats a KeyboardInterrupt as the user stopping the session: without this, an
-    interrupt that `on_interrupt="return"` failed to catch would end the run quietly.
-    """
-    try:
-        return meta_train(*args, **kwargs)
-    except KeyboardInterrupt as exc:
-        pytest.fail(f"a KeyboardInterrupt escaped meta_train ({exc!r})")
 
 
 def run(**kwargs):
