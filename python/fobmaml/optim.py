@@ -222,19 +222,33 @@ class Transform:
         return updates, new_state
 
 
-def _arrays(state: Any):
-    if isinstance(state, np.ndarray):
-        yield state
-    elif isinstance(state, tuple):
+def _all_finite(a: Any) -> bool:
+    """False if `a` holds a NaN or Inf (non-float values count as finite)."""
+    arr = np.asarray(a)
+    return arr.dtype.kind not in "fc" or bool(np.all(np.isfinite(arr)))
+
+
+def _state_leaves(state: Any):
+    if isinstance(state, (tuple, list)):
         for item in state:
-            yield from _arrays(item)
+            yield from _state_leaves(item)
+    elif isinstance(state, dict):
+        for item in state.values():
+            yield from _state_leaves(item)
+    else:
+        yield state
+
+
+def _state_finite(state: Any) -> bool:
+    """Whether every leaf of an optimizer state (nested tuples, lists, dicts) is finite."""
+    return all(_all_finite(leaf) for leaf in _state_leaves(state) if leaf is not None)
 
 
 def _check_finite_step(transform: Any, updates: np.ndarray, state: Any, grads: np.ndarray) -> None:
     """FloatingPointError if a step overflowed: a non-finite update or state array."""
     if not np.isfinite(updates).all():
         what = "update"
-    elif not all(np.isfinite(a).all() for a in _arrays(state)):
+    elif not _state_finite(state):
         what = "optimizer state"
     else:
         return

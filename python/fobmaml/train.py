@@ -46,7 +46,7 @@ from .checkpoint import (
 )
 from .errors import TaskStatus, raise_for_status
 from .estimators import Estimator, Exact
-from .optim import apply_updates
+from .optim import _all_finite, _state_finite, apply_updates
 from .tasks import TaskBatch
 
 __all__ = ["TrainResult", "meta_train"]
@@ -255,22 +255,6 @@ def _norm(g: np.ndarray) -> float:
     return a * float(np.sqrt(np.dot(s, s)))
 
 
-def _all_finite(a: Any) -> bool:
-    arr = np.asarray(a)
-    return arr.dtype.kind not in "fc" or bool(np.all(np.isfinite(arr)))
-
-
-def _state_leaves(state: Any):
-    if isinstance(state, (tuple, list)):
-        for item in state:
-            yield from _state_leaves(item)
-    elif isinstance(state, dict):
-        for item in state.values():
-            yield from _state_leaves(item)
-    else:
-        yield state
-
-
 def _outer_step(
     optimizer: Any, x: np.ndarray, grad: np.ndarray, state: Any
 ) -> tuple[np.ndarray, Any] | str:
@@ -290,9 +274,8 @@ def _outer_step(
             if what is None:
                 raise
             return what
-    if not _all_finite(new_x):
-        return "x"
-    if not all(_all_finite(leaf) for leaf in _state_leaves(new_state) if leaf is not None):
+    # apply_updates has checked new_x; optimizers of other libraries may not check their state.
+    if not _state_finite(new_state):
         return "optimizer state"
     return new_x, new_state
 
