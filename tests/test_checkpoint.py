@@ -11,7 +11,7 @@ import struct
 
 import numpy as np
 import pytest
-from guarded_train import guarded
+from train_helpers import assert_same_state, guarded
 
 import fobmaml as fm
 from fobmaml import checkpoint as ckpt
@@ -248,19 +248,6 @@ def states_after_steps(opt, steps=3):
     for k in range(steps):
         x, state = opt.step(x, np.cos(np.arange(N) + k), state)
     return state
-
-
-def assert_same_state(a, b):
-    assert type(a) is type(b)
-    if isinstance(a, tuple):
-        assert len(a) == len(b)
-        for u, v in zip(a, b):
-            assert_same_state(u, v)
-    elif isinstance(a, np.ndarray):
-        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
-        assert a.flags.writeable == b.flags.writeable
-    else:
-        assert a == b
 
 
 @pytest.mark.parametrize(

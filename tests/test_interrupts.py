@@ -12,7 +12,7 @@ import threading
 
 import numpy as np
 import pytest
-from guarded_train import guarded
+from train_helpers import assert_same_state, guarded
 
 import fobmaml as fm
 from fobmaml.checkpoint import load_checkpoint, restore_state
@@ -39,18 +39,6 @@ def reference():
     xs = []
     res = run(callback=lambda t, x, r: xs.append(x.copy()))
     return res, xs
-
-
-def assert_same_state(a, b):
-    assert type(a) is type(b)
-    if isinstance(a, tuple):
-        assert len(a) == len(b)
-        for u, v in zip(a, b):
-            assert_same_state(u, v)
-    elif isinstance(a, np.ndarray):
-        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
-    else:
-        assert a == b
 
 
 def assert_prefix(history, ref_history, count):
