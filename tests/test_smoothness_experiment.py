@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from fobmaml.experiments import smoothness
+from fobmaml.experiments._io import with_overrides
 
 OUTPUTS = [
     "smoothness.png",
@@ -112,7 +113,7 @@ def test_default_config_is_the_documented_setting():
     for name in smoothness.OPTIMIZERS:
         assert len(cfg.lr_grid(name)) >= 3
     assert not cfg.quick and smoothness.SmoothnessConfig.quick_config().quick
-    assert smoothness.with_overrides(cfg, lam=30.0, seed=None).lam == 30.0
+    assert with_overrides(cfg, lam=30.0, seed=None).lam == 30.0
 
 
 @pytest.mark.parametrize(

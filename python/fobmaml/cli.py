@@ -7,12 +7,14 @@ import json
 import sys
 from collections.abc import Sequence
 
+from .experiments._io import with_overrides
+
 
 def _figure1(args: argparse.Namespace) -> int:
     from .experiments import figure1
 
     cfg = figure1.Figure1Config.quick_config() if args.quick else figure1.Figure1Config()
-    cfg = figure1.with_overrides(
+    cfg = with_overrides(
         cfg,
         m=args.m,
         n=args.n,
@@ -88,7 +90,7 @@ def _sinusoid(args: argparse.Namespace) -> int:
     from .experiments import sinusoid
 
     cfg = sinusoid.SinusoidConfig.quick_config() if args.quick else sinusoid.SinusoidConfig()
-    cfg = sinusoid.with_overrides(cfg, **_common_overrides(args))
+    cfg = with_overrides(cfg, **_common_overrides(args))
     summary = sinusoid.run(args.out, cfg, progress=not args.no_progress)
     print(
         f"wrote {args.out}/sinusoid_curves.png, sinusoid_fits.png, sinusoid_curves.csv, "
@@ -107,7 +109,7 @@ def _mnist1d(args: argparse.Namespace) -> int:
     from .experiments import mnist1d_fewshot as exp
 
     cfg = exp.MNIST1DConfig.quick_config() if args.quick else exp.MNIST1DConfig()
-    cfg = exp.with_overrides(
+    cfg = with_overrides(
         cfg, n_way=args.n_way, k_shot=args.k_shot, q_query=args.q_query, **_common_overrides(args)
     )
     summary = exp.run(args.out, cfg, progress=not args.no_progress)
@@ -131,7 +133,7 @@ def _smoothness(args: argparse.Namespace) -> int:
     cfg = (
         smoothness.SmoothnessConfig.quick_config() if args.quick else smoothness.SmoothnessConfig()
     )
-    cfg = smoothness.with_overrides(
+    cfg = with_overrides(
         cfg,
         lam=args.lam,
         hidden=args.hidden,

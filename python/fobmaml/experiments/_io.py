@@ -6,9 +6,19 @@ import csv
 import json
 import platform
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
+
+def with_overrides(cfg, **kw):
+    """The frozen dataclass `cfg` with its fields replaced by the non-None keyword arguments.
+
+    The command line passes every option, None where it was not given; only the given ones
+    change the configuration.
+    """
+    return replace(cfg, **{k: v for k, v in kw.items() if v is not None})
 
 
 def out_dir(path: str | Path) -> Path:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -338,8 +338,3 @@ def run(out: str | Path, cfg: Figure1Config | None = None, progress: bool = True
     }
     write_json(out / "settings.json", summary)
     return summary
-
-
-def with_overrides(cfg: Figure1Config, **kw) -> Figure1Config:
-    """`cfg` with the non-None keyword arguments replaced."""
-    return replace(cfg, **{k: v for k, v in kw.items() if v is not None})

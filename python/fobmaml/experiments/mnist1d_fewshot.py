@@ -17,7 +17,7 @@ differentiates the K steps actually taken, keeps improving.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -142,7 +142,3 @@ def run(out: str | Path, cfg: MNIST1DConfig | None = None, progress: bool = True
     np.savez(out / "params.npz", x0=x0, **{name: r.x for name, r in runs.items()})
     write_json(out / "settings.json", summary)
     return summary
-
-
-def with_overrides(cfg: MNIST1DConfig, **kw) -> MNIST1DConfig:
-    return replace(cfg, **{k: v for k, v in kw.items() if v is not None})

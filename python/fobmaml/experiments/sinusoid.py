@@ -18,7 +18,7 @@ defined (``--activation relu`` runs it anyway).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -190,7 +190,3 @@ def run(out: str | Path, cfg: SinusoidConfig | None = None, progress: bool = Tru
     np.savez(out / "params.npz", x0=x0, **{name: r.x for name, r in runs.items()})
     write_json(out / "settings.json", summary)
     return summary
-
-
-def with_overrides(cfg: SinusoidConfig, **kw) -> SinusoidConfig:
-    return replace(cfg, **{k: v for k, v in kw.items() if v is not None})

@@ -36,9 +36,8 @@ separate fixed test batch (:func:`fobmaml.evaluate`, every ``eval_every`` iterat
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -175,11 +174,6 @@ class SmoothnessConfig:
             "exact": self.exact().get_params(),
         }
         return d
-
-
-def with_overrides(cfg: SmoothnessConfig, **kw: Any) -> SmoothnessConfig:
-    """`cfg` with the non-None keyword arguments replaced."""
-    return replace(cfg, **{k: v for k, v in kw.items() if v is not None})
 
 
 def _check_config(cfg: object) -> SmoothnessConfig:
