@@ -1,5 +1,5 @@
 // fobmaml._core: the module definition. The task families are bound in their own
-// translation units (quadratic.cpp, mlp.cpp), which share common.hpp; pybind11 is
+// translation units (quadratic.cpp, net.cpp), which share common.hpp; pybind11 is
 // included only under cpp/bindings/. Arguments are checked there, outputs are
 // allocated there, and the GIL is released while the kernels run.
 #include <pybind11/pybind11.h>
@@ -80,7 +80,7 @@ PYBIND11_MODULE(FOBMAML_MODULE, m) {
       .def_readwrite("pd_check_steps", &EstimatorConfig::pd_check_steps);
 
   bindings::bind_quadratic(m);
-  bindings::bind_mlp(m);
+  bindings::bind_net(m);
 
   m.def("max_threads", &max_threads);
   m.def("set_num_threads", &fobmaml::set_num_threads, py::arg("k"),

@@ -10,7 +10,7 @@
 
 import contextlib
 
-from . import checkpoint, datasets, diagnostics, mlp, optim
+from . import checkpoint, datasets, diagnostics, mlp, nn, optim
 from ._native import ISA as _ISA
 from ._native import core as _core
 from ._version import __version__
@@ -34,7 +34,7 @@ from .estimators import (
 from .evaluation import Evaluation, evaluate
 from .inner import InnerLoop
 from .optim import GD, SGD, SNGDM, Adam, ClippedGD, Momentum, NormalizedGD, Optimizer
-from .tasks import MLPTasks, QuadraticTasks, TaskBatch
+from .tasks import MLPTasks, NetTasks, QuadraticTasks, TaskBatch
 from .train import TrainResult, meta_train
 
 
@@ -91,7 +91,9 @@ __all__ = [
     "TaskBatch",
     "QuadraticTasks",
     "MLPTasks",
+    "NetTasks",
     "mlp",
+    "nn",
     "Estimate",
     "Estimator",
     "MAML",
