@@ -6,17 +6,12 @@ that are not timings (the peers' agreement, the predicted workspace).
 
 import csv
 import json
-import sys
 from pathlib import Path
 
+import memory  # bench/ is on the pytest pythonpath (pyproject.toml)
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-sys.path.insert(0, str(BENCH))
-
-import memory  # noqa: E402
-import roofline  # noqa: E402
-import threads  # noqa: E402
+import roofline
+import threads
 
 pytestmark = pytest.mark.slow
 
