@@ -504,3 +504,38 @@ def test_quadratic_tasks_dataset_argument_errors(changes, exc, message):
     m, n = kwargs.pop("m"), kwargs.pop("n")
     with pytest.raises(exc, match=message):
         fm.datasets.quadratic_tasks(m, n, **kwargs)
+
+
+# -- the status vocabulary --------------------------------------------------------------------
+def test_status_codes_and_stages_come_from_the_kernels_enums():
+    # status.hpp numbers its enumerators from 0 without gaps; the bound enums must too, so a
+    # value the kernels write always has a name, and every stage has a sentence.
+    Code, Stage = fm.errors.Code, fm.errors.Stage
+    assert [int(c) for c in Code.__members__.values()] == list(range(len(Code.__members__)))
+    assert [int(s) for s in Stage.__members__.values()] == list(range(len(Stage.__members__)))
+    assert list(Code.__members__) == [
+        "ok",
+        "non_finite",
+        "diverged",
+        "not_pos_def",
+        "not_converged",
+    ]
+    for stage in Stage.__members__.values():
+        status = fm.errors.TaskStatus(
+            np.array([int(Code.non_finite)]), np.array([int(stage)]), np.array([3]), np.zeros(1)
+        )
+        assert re.fullmatch(
+            r"non-finite value \(NaN or Inf\) at task 0, step 3 of the .+", status.describe(0)
+        ), stage
+
+
+def test_task_status_masks():
+    Code = fm.errors.Code
+    codes = np.array([int(c) for c in Code.__members__.values()])
+    status = fm.errors.TaskStatus(codes, np.zeros(5, int), np.full(5, -1), np.zeros(5))
+    assert status.ok.tolist() == [True, False, False, False, False]
+    assert status.diverged.tolist() == [False, True, True, False, False]
+    only = status.restricted(np.array([False, False, False, True, False]))
+    assert only.ok.tolist() == [True, True, True, False, True]
+    with pytest.raises(fm.NotPositiveDefiniteError, match="task 3"):
+        fm.errors.raise_for_status(only, "test")

@@ -35,7 +35,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import _validation as check
-from ._native import core as _core
 from ._version import __version__
 from .checkpoint import (
     CheckpointError,
@@ -44,7 +43,7 @@ from .checkpoint import (
     restore_state,
     save_checkpoint,
 )
-from .errors import TaskStatus, raise_for_status
+from .errors import raise_for_status
 from .estimators import Estimator, Exact
 from .optim import _all_finite, _state_finite, apply_updates
 from .tasks import TaskBatch
@@ -55,8 +54,6 @@ __all__ = ["TrainResult", "meta_train"]
 TaskSource = Union[TaskBatch, Callable[[np.random.Generator], TaskBatch]]
 
 _CHECKPOINT_KIND = "fobmaml.meta_train"
-#: Kernel status codes that count as a diverging task under ``on_divergence="skip"``.
-_DIVERGED = tuple(_core.STATUS_CODES.index(c) for c in ("non_finite", "diverged"))
 
 
 class TrainResult(NamedTuple):
@@ -230,11 +227,9 @@ def _evaluate_skipping(
     est = estimator.estimate(x, batch, losses=True, errors="return")
     st = est.status
     ok = st.ok
-    other = ~ok & ~np.isin(st.code, _DIVERGED)
+    other = ~ok & ~st.diverged
     if other.any():
-        raise_for_status(
-            TaskStatus(np.where(other, st.code, 0), st.stage, st.step, st.value), estimator.name
-        )
+        raise_for_status(st.restricted(other), estimator.name)
     failed = int(np.count_nonzero(~ok))
     if failed == ok.size:
         return float("nan"), None, failed
