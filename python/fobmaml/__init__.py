@@ -15,7 +15,7 @@ from ._native import ISA as _ISA
 from ._native import core as _core
 from ._version import __version__
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .errors import ConvergenceError, NotPositiveDefiniteError
+from .errors import ConvergenceError, NonFiniteStepError, NotPositiveDefiniteError
 from .estimators import (
     FOBMAML,
     FOMAML,
@@ -122,4 +122,5 @@ __all__ = [
     "load_checkpoint",
     "NotPositiveDefiniteError",
     "ConvergenceError",
+    "NonFiniteStepError",
 ]

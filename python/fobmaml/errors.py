@@ -11,6 +11,9 @@ failing task, in task order, into one of:
   itself a ``ValueError``).
 - :class:`ConvergenceError`: a solve to tolerance hit its iteration cap
   (a ``RuntimeError``).
+
+The outer optimizers raise :class:`NonFiniteStepError` (a ``FloatingPointError``) when
+a step overflows.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from ._native import core as _core
 __all__ = [
     "NotPositiveDefiniteError",
     "ConvergenceError",
+    "NonFiniteStepError",
     "Code",
     "Stage",
     "TaskStatus",
@@ -43,6 +47,28 @@ class NotPositiveDefiniteError(np.linalg.LinAlgError):
 
 class ConvergenceError(RuntimeError):
     """A solve to tolerance did not reach it within its iteration cap."""
+
+
+class NonFiniteStepError(FloatingPointError):
+    """An outer optimizer step overflowed: its update, its state or the new parameters.
+
+    Raised by the optimizers of :mod:`fobmaml.optim` and by
+    :func:`fobmaml.optim.apply_updates`; :func:`fobmaml.meta_train` reports it as a
+    divergence of the outer loop.
+
+    Attributes
+    ----------
+    what : str
+        What became non-finite: ``"update"``, ``"optimizer state"`` or ``"x"`` (the
+        parameters plus the update).
+    """
+
+    def __init__(self, message: str, what: str) -> None:
+        super().__init__(message)
+        self.what = what
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.what))
 
 
 _STAGE_TEXT = {

@@ -59,6 +59,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from . import _validation as check
+from .errors import NonFiniteStepError
 
 __all__ = [
     "Transform",
@@ -245,20 +246,19 @@ def _state_finite(state: Any) -> bool:
 
 
 def _check_finite_step(transform: Any, updates: np.ndarray, state: Any, grads: np.ndarray) -> None:
-    """FloatingPointError if a step overflowed: a non-finite update or state array."""
+    """NonFiniteStepError if a step overflowed: a non-finite update or state array."""
     if not np.isfinite(updates).all():
         what = "update"
     elif not _state_finite(state):
         what = "optimizer state"
     else:
         return
-    err = FloatingPointError(
+    raise NonFiniteStepError(
         f"{transform!r} overflowed: its {what} is not finite for gradients of magnitude "
         f"up to {float(np.max(np.abs(grads))) if grads.size else 0.0:.3g}; reduce the step size "
-        "or use a normalized or clipped optimizer"
+        "or use a normalized or clipped optimizer",
+        what,
     )
-    err.nonfinite = what  # what became non-finite, for meta_train's divergence report
-    raise err
 
 
 def _apply(transform: Any, grads: np.ndarray, state: Any, params: np.ndarray | None):
@@ -478,7 +478,7 @@ def apply_updates(params: np.ndarray, updates: np.ndarray) -> np.ndarray:
 
     Both must be finite 1-D arrays of the same shape; non-finite updates (e.g. from an
     overflowing step) raise ValueError naming ``updates``, and a sum that overflows
-    raises FloatingPointError.
+    raises :class:`fobmaml.errors.NonFiniteStepError` (a ``FloatingPointError``).
     """
     x = _check_params(params)
     u = check.float_array(updates, "updates", ndim=1, shape_doc="(n,)")
@@ -487,11 +487,9 @@ def apply_updates(params: np.ndarray, updates: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         out = x + u
     if not np.isfinite(out).all():
-        err = FloatingPointError(
-            "`params` + `updates` overflowed (the new parameters are not finite)"
+        raise NonFiniteStepError(
+            "`params` + `updates` overflowed (the new parameters are not finite)", "x"
         )
-        err.nonfinite = "x"
-        raise err
     return out
 
 

@@ -43,7 +43,7 @@ from .checkpoint import (
     restore_state,
     save_checkpoint,
 )
-from .errors import raise_for_status
+from .errors import NonFiniteStepError, raise_for_status
 from .estimators import Estimator, Exact
 from .optim import _all_finite, _state_finite, apply_updates
 from .tasks import TaskBatch
@@ -264,11 +264,8 @@ def _outer_step(
             if not _all_finite(updates):
                 return "update"
             new_x = apply_updates(x, updates)
-        except FloatingPointError as exc:  # fobmaml's optimizers and apply_updates say what
-            what = getattr(exc, "nonfinite", None)
-            if what is None:
-                raise
-            return what
+        except NonFiniteStepError as exc:  # fobmaml's optimizers and apply_updates say what
+            return exc.what
     # apply_updates has checked new_x; optimizers of other libraries may not check their state.
     if not _state_finite(new_state):
         return "optimizer state"
