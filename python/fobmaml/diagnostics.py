@@ -42,6 +42,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _validation as check
+from ._numerics import norm
 from .errors import ConvergenceError, NotPositiveDefiniteError
 from .estimators import Estimator, Exact
 from .tasks import TaskBatch
@@ -124,14 +125,6 @@ class _Counter:
                 f"finite (F = {loss}); the point is too far out for float64"
             )
         return float(loss), grad
-
-
-def _norm(v: np.ndarray) -> float:
-    """Euclidean norm without overflow or underflow: ``a ||v / a||`` with ``a = max |v_j|``."""
-    a = float(np.max(np.abs(v))) if v.size else 0.0
-    if a == 0.0 or not np.isfinite(a):
-        return a
-    return a * float(np.linalg.norm(v / a))
 
 
 # -- one point ------------------------------------------------------------------------------
@@ -286,7 +279,7 @@ def local_smoothness(
 
     evaluate = _Counter(exact, tasks)
     loss, grad = evaluate(x, "x")
-    grad_norm = _norm(grad)
+    grad_norm = norm(grad)
     rng = np.random.default_rng(seed)
     n = tasks.dim
     nan = float("nan")
@@ -299,7 +292,7 @@ def local_smoothness(
         for j, u in enumerate(units):
             u = radius * u
             _, g_u = evaluate(x + u, f"x + u_{j} (||u|| = {radius:g})")
-            ratios[j] = _norm(g_u - grad) / _norm(u)
+            ratios[j] = norm(g_u - grad) / norm(u)
         return LocalSmoothness(
             float(ratios.max()), float(ratios.mean()), nan, grad_norm, loss, method, evaluate.calls
         )
@@ -311,7 +304,7 @@ def local_smoothness(
         _, g_plus = evaluate(x + radius * v, f"x + eps v (eps = {radius:g}, power iteration {k})")
         _, g_minus = evaluate(x - radius * v, f"x - eps v (eps = {radius:g}, power iteration {k})")
         w = (g_plus - g_minus) / (2.0 * radius)
-        previous, sigma, rayleigh = sigma, _norm(w), float(v @ w)
+        previous, sigma, rayleigh = sigma, norm(w), float(v @ w)
         if sigma == 0.0:  # v is in the null space of the Hessian (F is flat along it)
             break
         v = w / sigma

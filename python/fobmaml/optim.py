@@ -59,6 +59,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from . import _validation as check
+from ._numerics import norm, tree_finite, unit
 from .errors import NonFiniteStepError
 
 __all__ = [
@@ -150,27 +151,6 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     return a
 
 
-# -- numerics -------------------------------------------------------------------------------
-def _norm(g: np.ndarray) -> float:
-    """The Euclidean norm, computed as ``a ||g/a||`` (a = max |g_j|) to avoid over/underflow."""
-    if g.size == 0:
-        return 0.0
-    a = float(np.max(np.abs(g)))
-    if a == 0.0:
-        return 0.0
-    s = g / a
-    return a * float(np.sqrt(np.dot(s, s)))
-
-
-def _unit(g: np.ndarray) -> np.ndarray:
-    """``g / ||g||``, and a zero vector when ``g = 0``."""
-    a = float(np.max(np.abs(g))) if g.size else 0.0
-    if a == 0.0:
-        return np.zeros_like(g)
-    s = g / a
-    return s / float(np.sqrt(np.dot(s, s)))
-
-
 # -- the transform type ---------------------------------------------------------------------
 class Transform:
     """A gradient transformation: ``init(params)`` and ``update(grads, state, params=None)``.
@@ -223,33 +203,11 @@ class Transform:
         return updates, new_state
 
 
-def _all_finite(a: Any) -> bool:
-    """False if `a` holds a NaN or Inf (non-float values count as finite)."""
-    arr = np.asarray(a)
-    return arr.dtype.kind not in "fc" or bool(np.all(np.isfinite(arr)))
-
-
-def _state_leaves(state: Any):
-    if isinstance(state, (tuple, list)):
-        for item in state:
-            yield from _state_leaves(item)
-    elif isinstance(state, dict):
-        for item in state.values():
-            yield from _state_leaves(item)
-    else:
-        yield state
-
-
-def _state_finite(state: Any) -> bool:
-    """Whether every leaf of an optimizer state (nested tuples, lists, dicts) is finite."""
-    return all(_all_finite(leaf) for leaf in _state_leaves(state) if leaf is not None)
-
-
 def _check_finite_step(transform: Any, updates: np.ndarray, state: Any, grads: np.ndarray) -> None:
     """NonFiniteStepError if a step overflowed: a non-finite update or state array."""
     if not np.isfinite(updates).all():
         what = "update"
-    elif not _state_finite(state):
+    elif not tree_finite(state):
         what = "optimizer state"
     else:
         return
@@ -364,7 +322,7 @@ def normalize() -> Transform:
 
     def update_fn(grads, state, params):
         _check_state(state, EmptyState, "normalize")
-        return _unit(grads), state
+        return unit(grads), state
 
     return Transform(init_fn, update_fn, "normalize()")
 
@@ -387,9 +345,9 @@ def clip_by_norm(max_norm: float) -> Transform:
 
     def update_fn(grads, state, params):
         _check_state(state, EmptyState, "clip_by_norm")
-        if _norm(grads) <= c:
+        if norm(grads) <= c:
             return grads.copy(), state
-        return c * _unit(grads), state
+        return c * unit(grads), state
 
     return Transform(init_fn, update_fn, f"clip_by_norm(max_norm={_fmt(c)})")
 

@@ -35,6 +35,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import _validation as check
+from ._numerics import all_finite, norm, tree_finite
 from ._version import __version__
 from .checkpoint import (
     CheckpointError,
@@ -45,7 +46,7 @@ from .checkpoint import (
 )
 from .errors import NonFiniteStepError, raise_for_status
 from .estimators import Estimator, Exact
-from .optim import _all_finite, _state_finite, apply_updates
+from .optim import apply_updates
 from .tasks import TaskBatch
 
 __all__ = ["TrainResult", "meta_train"]
@@ -236,20 +237,6 @@ def _evaluate_skipping(
     return float(np.mean(est.losses[ok])), est.gradient, failed
 
 
-def _norm(g: np.ndarray) -> float:
-    """The Euclidean norm, finite for any finite ``g``.
-
-    ``numpy.linalg.norm`` (bit for bit, as before) unless its squares could overflow,
-    max |g_j| > 1e150; then ``a ||g/a||`` with a = max |g_j|.
-    """
-    g = np.asarray(g, dtype=np.float64)
-    a = float(np.max(np.abs(g))) if g.size else 0.0
-    if not np.isfinite(a) or a <= 1e150:
-        return float(np.linalg.norm(g))
-    s = g / a
-    return a * float(np.sqrt(np.dot(s, s)))
-
-
 def _outer_step(
     optimizer: Any, x: np.ndarray, grad: np.ndarray, state: Any
 ) -> tuple[np.ndarray, Any] | str:
@@ -261,20 +248,20 @@ def _outer_step(
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         try:
             updates, new_state = optimizer.update(grad, state, x)
-            if not _all_finite(updates):
+            if not all_finite(updates):
                 return "update"
             new_x = apply_updates(x, updates)
         except NonFiniteStepError as exc:  # fobmaml's optimizers and apply_updates say what
             return exc.what
     # apply_updates has checked new_x; optimizers of other libraries may not check their state.
-    if not _state_finite(new_state):
+    if not tree_finite(new_state):
         return "optimizer state"
     return new_x, new_state
 
 
 def _reference_record(reference: Exact, x: np.ndarray, batch: TaskBatch) -> dict:
     loss, grad = reference.value_and_gradient(x, batch)
-    return {"exact_loss": float(loss), "exact_grad_norm": _norm(grad)}
+    return {"exact_loss": float(loss), "exact_grad_norm": norm(grad)}
 
 
 class _History:
@@ -503,7 +490,7 @@ def _loop(
         start = time.perf_counter()
         loss, grad, failed = evaluate(x, batch)
         elapsed = snap.elapsed + (time.perf_counter() - start)
-        good = grad is not None and _all_finite(grad)
+        good = grad is not None and all_finite(grad)
         if grad is not None and not good and not skip:
             raise FloatingPointError(
                 f"meta_train: the batch estimate at iteration {t} is not finite; the last good "
@@ -512,7 +499,7 @@ def _loop(
         record = {
             "iteration": t,
             "meta_loss": loss,
-            "estimate_norm": _norm(grad) if grad is not None else float("nan"),
+            "estimate_norm": norm(grad) if grad is not None else float("nan"),
             "time": elapsed,
         }
         if skip:
