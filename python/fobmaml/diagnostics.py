@@ -67,15 +67,6 @@ METHODS = ("difference", "power")
 
 
 # -- checks ---------------------------------------------------------------------------------
-def _check_tasks(tasks: object) -> TaskBatch:
-    if not isinstance(tasks, TaskBatch):
-        raise TypeError(
-            "`tasks` must be a fobmaml task batch such as MLPTasks or QuadraticTasks "
-            f"(got {type(tasks).__name__})"
-        )
-    return tasks
-
-
 def _check_exact(exact: object) -> Exact:
     if isinstance(exact, type):
         raise TypeError(
@@ -261,7 +252,7 @@ def local_smoothness(
     >>> est.method, est.evaluations <= 201, est.smoothness > 0
     ('power', True, True)
     """
-    tasks = _check_tasks(tasks)
+    tasks = check.task_batch(tasks)
     exact = _check_exact(exact)
     x = check.params_vector(x, tasks.dim)
     method = check.choice(method, "method", METHODS)
@@ -415,7 +406,7 @@ def smoothness_profile(
     """
     from tqdm.auto import tqdm
 
-    tasks = _check_tasks(tasks)
+    tasks = check.task_batch(tasks)
     exact = _check_exact(exact)
     n = tasks.dim
     pts = check.float_array(points, "points", ndim=2, shape_doc=f"(p, {n})")

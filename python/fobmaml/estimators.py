@@ -54,21 +54,6 @@ class Estimate(NamedTuple):
     status: TaskStatus
 
 
-def _check_tasks(tasks: object) -> TaskBatch:
-    if not isinstance(tasks, TaskBatch):
-        raise TypeError(
-            "`tasks` must be a fobmaml task batch such as QuadraticTasks "
-            f"(got {type(tasks).__name__})"
-        )
-    return tasks
-
-
-def _check_inner(inner: object) -> InnerLoop:
-    if not isinstance(inner, InnerLoop):
-        raise TypeError(f"`inner` must be a fobmaml.InnerLoop (got {type(inner).__name__})")
-    return inner
-
-
 def _default_memory_limit() -> int | None:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
@@ -137,7 +122,7 @@ class Estimator:
         object.__setattr__(self, name, value)
 
     def __init__(self, inner: InnerLoop) -> None:
-        self.inner = _check_inner(inner)
+        self.inner = check.inner_loop(inner)
         if self._needs_lam and inner.lam <= 0.0:
             raise ValueError(f"`lam` must be > 0 for {type(self).__name__} (got {inner.lam})")
         self._cfg = None
@@ -166,7 +151,7 @@ class Estimator:
 
     def workspace_bytes(self, tasks: TaskBatch) -> int:
         """Bytes of workspace one call on `tasks` allocates (all threads), predicted."""
-        return int(_core.workspace_bytes(_check_tasks(tasks)._handle, self._kernel_config()))
+        return int(_core.workspace_bytes(check.task_batch(tasks)._handle, self._kernel_config()))
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self._extra_params().items())
@@ -197,7 +182,7 @@ class Estimator:
             are NaN, and ``gradient`` is the mean over the successful tasks only (NaN
             if none succeeded).
         """
-        tasks = _check_tasks(tasks)
+        tasks = check.task_batch(tasks)
         x = check.params_vector(x, tasks.dim)
         check.choice(errors, "errors", ("raise", "return"))
         cfg = self._kernel_config()
@@ -434,8 +419,8 @@ class Exact(Estimator):
 
 
 def _adapt(x, tasks, inner, want_phi):
-    tasks = _check_tasks(tasks)
-    inner = _check_inner(inner)
+    tasks = check.task_batch(tasks)
+    inner = check.inner_loop(inner)
     x = check.params_vector(x, tasks.dim)
     phi, losses, _, st = _core.adapt(tasks._handle, x, inner._config(), want_phi)
     raise_for_status(TaskStatus(*st), "inner loop")

@@ -57,10 +57,8 @@ def evaluate(x: np.ndarray, tasks: TaskBatch, inner: InnerLoop) -> Evaluation:
     >>> bool(ev.loss < ev.loss_before), ev.accuracy is None
     (True, True)
     """
-    if not isinstance(tasks, TaskBatch):
-        raise TypeError(f"`tasks` must be a fobmaml task batch (got {type(tasks).__name__})")
-    if not isinstance(inner, InnerLoop):
-        raise TypeError(f"`inner` must be a fobmaml.InnerLoop (got {type(inner).__name__})")
+    tasks = check.task_batch(tasks)
+    inner = check.inner_loop(inner)
     x = check.params_vector(x, tasks.dim)
     after_loss, after_acc = _run(x, tasks, inner._config(), "evaluate (after adaptation)")
     base = inner._config()

@@ -100,11 +100,7 @@ def _check_x0(x0: object) -> np.ndarray:
 
 
 def _check_batch(batch: object, n: int, name: str) -> TaskBatch:
-    if not isinstance(batch, TaskBatch):
-        raise TypeError(
-            f"{name} must be a fobmaml task batch such as QuadraticTasks "
-            f"(got {type(batch).__name__})"
-        )
+    batch = check.task_batch(batch, name)
     if batch.dim != n:
         raise ValueError(f"{name} has tasks of dimension {batch.dim}, but `x0` has {n} entries")
     return batch
