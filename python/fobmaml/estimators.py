@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import _adapt as _adapt_kernel
 from . import _validation as check
 from ._native import core as _core
 from .errors import TaskStatus, raise_for_status
@@ -418,20 +419,18 @@ class Exact(Estimator):
         return self.value_and_gradient(x, tasks)[0]
 
 
-def _adapt(x, tasks, inner, want_phi):
+def _adapt(x: object, tasks: object, inner: object, want_phi: bool) -> _adapt_kernel.Adapted:
     tasks = check.task_batch(tasks)
     inner = check.inner_loop(inner)
     x = check.params_vector(x, tasks.dim)
-    phi, losses, _, st = _core.adapt(tasks._handle, x, inner._config(), want_phi)
-    raise_for_status(TaskStatus(*st), "inner loop")
-    return phi, losses
+    return _adapt_kernel.run(x, tasks, inner._config(), "inner loop", want_phi)
 
 
 def meta_loss(x: np.ndarray, tasks: TaskBatch, inner: InnerLoop) -> float:
     r"""The K-step meta-loss :math:`F_K(x) = \frac1m\sum_i f_i(\phi_{i,K}(x))`."""
-    return check.safe_mean(_adapt(x, tasks, inner, False)[1])
+    return check.safe_mean(_adapt(x, tasks, inner, False).losses)
 
 
 def adapt(x: np.ndarray, tasks: TaskBatch, inner: InnerLoop) -> np.ndarray:
     r"""The adapted parameters :math:`\phi_{i,K}(x)` of every task, shape (m, n)."""
-    return _adapt(x, tasks, inner, True)[0]
+    return _adapt(x, tasks, inner, True).phi
