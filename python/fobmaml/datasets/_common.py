@@ -1,4 +1,4 @@
-"""Argument checks shared by the task samplers."""
+"""What the task samplers share: their argument checks and their equality."""
 
 from __future__ import annotations
 
@@ -26,3 +26,21 @@ def check_layers_io(layers: object, d_in: int, d_out: int, what: str) -> list[in
             f"(got {out})"
         )
     return out
+
+
+class Sampler:
+    """Base of the samplers: equal when of the same type with equal ``get_params()``.
+
+    Samplers have mutable attributes, so equal samplers need not hash alike: they are
+    unhashable.
+    """
+
+    def get_params(self) -> dict:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.get_params() == other.get_params()
+
+    __hash__ = None

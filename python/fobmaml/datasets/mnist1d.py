@@ -12,7 +12,7 @@ import numpy as np
 from .. import _validation as check
 from .. import mlp as _mlp
 from ..tasks import MLPTasks
-from ._common import check_layers_io, check_rng
+from ._common import Sampler, check_layers_io, check_rng
 
 __all__ = ["mnist1d_fewshot", "MNIST1DFewShot", "TRAIN_CLASSES", "TEST_CLASSES"]
 
@@ -69,7 +69,7 @@ def _generate(num_samples: int, data_seed: int) -> _Data:
     return _Data(*arrays)
 
 
-class MNIST1DFewShot:
+class MNIST1DFewShot(Sampler):
     r"""Draws batches of MNIST-1D few-shot episodes; built by :func:`mnist1d_fewshot`.
 
     Calling the sampler, ``sampler(rng)``, returns an :class:`fobmaml.MLPTasks` of
@@ -239,13 +239,6 @@ class MNIST1DFewShot:
             "num_samples": self.num_samples,
             "data_seed": self.data_seed,
         }
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return self.get_params() == other.get_params()
-
-    __hash__ = None  # mutable attributes: equal samplers need not hash alike
 
     def __repr__(self) -> str:
         return (

@@ -9,7 +9,7 @@ import numpy as np
 from .. import _validation as check
 from .. import mlp as _mlp
 from ..tasks import MLPTasks
-from ._common import check_layers_io, check_rng
+from ._common import Sampler, check_layers_io, check_rng
 
 __all__ = ["sinusoid", "SinusoidSampler"]
 
@@ -31,7 +31,7 @@ def _check_range(value: object, name: str, minimum: float | None = None) -> tupl
     return low, high
 
 
-class SinusoidSampler:
+class SinusoidSampler(Sampler):
     r"""Draws batches of sinusoid regression tasks; built by :func:`sinusoid`.
 
     Calling the sampler, ``sampler(rng)``, returns an :class:`fobmaml.MLPTasks` of
@@ -154,13 +154,6 @@ class SinusoidSampler:
             "phase": list(self.phase),
             "x_range": list(self.x_range),
         }
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return self.get_params() == other.get_params()
-
-    __hash__ = None  # mutable attributes: equal samplers need not hash alike
 
     def __repr__(self) -> str:
         return (
