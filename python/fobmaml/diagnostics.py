@@ -280,10 +280,11 @@ def local_smoothness(
             z = rng.standard_normal((samples, n))
             units = z / np.linalg.norm(z, axis=1)[:, None]
         ratios = np.empty(units.shape[0])
-        for j, u in enumerate(units):
-            u = radius * u
+        for j, unit in enumerate(units):
+            u = radius * unit
             _, g_u = evaluate(x + u, f"x + u_{j} (||u|| = {radius:g})")
-            ratios[j] = norm(g_u - grad) / norm(u)
+            # ||u|| = r ||unit||: no underflow however small r is.
+            ratios[j] = norm(g_u - grad) / (radius * norm(unit))
         return LocalSmoothness(
             float(ratios.max()), float(ratios.mean()), nan, grad_norm, loss, method, evaluate.calls
         )
