@@ -16,14 +16,15 @@ Every estimator returns one vector per task; the batch estimate is their mean.
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import os
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
 from . import _adapt as _adapt_kernel
 from . import _validation as check
+from ._frozen import frozen, store
 from ._native import core as _core
 from .errors import TaskStatus, raise_for_status
 from .inner import InnerLoop
@@ -89,44 +90,27 @@ def _gib(nbytes: int) -> str:
     return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**27 else f"{nbytes / 2**20:.1f} MiB"
 
 
+@frozen(eq=False, repr=False)
 class Estimator:
     """Base class: holds the inner loop and the kernel configuration.
 
-    Subclasses only validate and store their parameters; all work happens in
-    :meth:`estimate` and the methods built on it. Estimators are immutable: their
-    attributes cannot be reassigned after construction (build a new one instead),
-    so one estimator can be shared between threads.
+    Estimators are frozen dataclasses whose fields are their parameters: subclasses
+    only validate them (in ``__post_init__``); all work happens in :meth:`estimate` and
+    the methods built on it. Being immutable (assigning a field raises
+    ``dataclasses.FrozenInstanceError``, an ``AttributeError``; build a new one
+    instead), one estimator can be shared between threads.
     """
 
-    _kind: str = ""
-    _needs_lam = False
+    _kind: ClassVar[str] = ""
+    _needs_lam: ClassVar[bool] = False
 
-    def __init_subclass__(cls, **kwargs) -> None:
-        # Freeze the instance once the most derived __init__ has run.
-        super().__init_subclass__(**kwargs)
-        init = cls.__init__
+    inner: InnerLoop
 
-        @functools.wraps(init)
-        def __init__(self, *args, **kw):
-            init(self, *args, **kw)
-            if type(self) is cls:
-                object.__setattr__(self, "_frozen", True)
-
-        cls.__init__ = __init__
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if getattr(self, "_frozen", False):
-            raise AttributeError(
-                f"{type(self).__name__} is immutable: build a new estimator instead of setting "
-                f"`{name}`"
-            )
-        object.__setattr__(self, name, value)
-
-    def __init__(self, inner: InnerLoop) -> None:
-        self.inner = check.inner_loop(inner)
+    def __post_init__(self) -> None:
+        inner = check.inner_loop(self.inner)
         if self._needs_lam and inner.lam <= 0.0:
             raise ValueError(f"`lam` must be > 0 for {type(self).__name__} (got {inner.lam})")
-        self._cfg = None
+        object.__setattr__(self, "_cfg", None)
 
     # -- configuration ---------------------------------------------------------------
     def get_params(self) -> dict:
@@ -136,7 +120,8 @@ class Estimator:
         return params
 
     def _extra_params(self) -> dict:
-        return {}
+        """The parameters after ``inner``, in the constructor's order."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)[1:]}
 
     def _config(self) -> _core.EstimatorConfig:
         c = _core.EstimatorConfig()
@@ -220,6 +205,7 @@ class Estimator:
         return check.safe_mean(est.losses), est.gradient
 
 
+@frozen(eq=False, repr=False)
 class MAML(Estimator):
     """The exact gradient of F_K: reverse mode through the K inner steps.
 
@@ -229,18 +215,21 @@ class MAML(Estimator):
     _kind = "maml"
 
 
+@frozen(eq=False, repr=False)
 class FOMAML(Estimator):
     r"""First-order MAML: :math:`\nabla f_i(\phi_K)`."""
 
     _kind = "fomaml"
 
 
+@frozen(eq=False, repr=False)
 class Reptile(Estimator):
     r"""Reptile: :math:`(x - \phi_K) / (\alpha K)`."""
 
     _kind = "reptile"
 
 
+@frozen(eq=False, repr=False)
 class IMAML(Estimator):
     r"""Implicit MAML: ``cg_steps`` CG iterations from u = 0 on
     :math:`(I + \nabla^2 g_i(\phi_K)/\lambda)\,u = \nabla f_i(\phi_K)`. Needs lambda > 0."""
@@ -248,12 +237,12 @@ class IMAML(Estimator):
     _kind = "imaml"
     _needs_lam = True
 
-    def __init__(self, inner: InnerLoop, cg_steps: int = 5) -> None:
-        super().__init__(inner)
-        self.cg_steps = check.integer(cg_steps, "cg_steps", minimum=1, maximum=2**31 - 1)
+    cg_steps: int = 5
 
-    def _extra_params(self) -> dict:
-        return {"cg_steps": self.cg_steps}
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        cg_steps = check.integer(self.cg_steps, "cg_steps", minimum=1, maximum=2**31 - 1)
+        store(self, cg_steps=cg_steps)
 
     def _config(self) -> _core.EstimatorConfig:
         c = super()._config()
@@ -261,18 +250,18 @@ class IMAML(Estimator):
         return c
 
 
+@frozen(eq=False, repr=False)
 class HFMAML(Estimator):
     r"""Hessian-free MAML: the MAML recursion with every HVP replaced by
     :math:`(\nabla g(\phi + \varepsilon v) - \nabla g(\phi - \varepsilon v)) / (2\varepsilon)`."""
 
     _kind = "hfmaml"
 
-    def __init__(self, inner: InnerLoop, eps: float = 1e-5) -> None:
-        super().__init__(inner)
-        self.eps = check.positive(eps, "eps")
+    eps: float = 1e-5
 
-    def _extra_params(self) -> dict:
-        return {"eps": self.eps}
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        store(self, eps=check.positive(self.eps, "eps"))
 
     def _config(self) -> _core.EstimatorConfig:
         c = super()._config()
@@ -280,6 +269,7 @@ class HFMAML(Estimator):
         return c
 
 
+@frozen(eq=False, repr=False)
 class FOBMAML(Estimator):
     r"""First-order bilevel MAML (Chayti & Jaggi).
 
@@ -307,20 +297,18 @@ class FOBMAML(Estimator):
     _kind = "fobmaml"
     _needs_lam = True
 
-    def __init__(
-        self,
-        inner: InnerLoop,
-        delta: float = 1e-3,
-        scheme: str = "forward",
-        perturbation: str = "objective",
-    ) -> None:
-        super().__init__(inner)
-        self.delta = check.positive(delta, "delta")
-        self.scheme = check.choice(scheme, "scheme", ("forward", "symmetric"))
-        self.perturbation = check.choice(perturbation, "perturbation", ("objective", "linear"))
+    delta: float = 1e-3
+    scheme: str = "forward"
+    perturbation: str = "objective"
 
-    def _extra_params(self) -> dict:
-        return {"delta": self.delta, "scheme": self.scheme, "perturbation": self.perturbation}
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        store(
+            self,
+            delta=check.positive(self.delta, "delta"),
+            scheme=check.choice(self.scheme, "scheme", ("forward", "symmetric")),
+            perturbation=check.choice(self.perturbation, "perturbation", ("objective", "linear")),
+        )
 
     def _config(self) -> _core.EstimatorConfig:
         c = super()._config()
@@ -330,6 +318,7 @@ class FOBMAML(Estimator):
         return c
 
 
+@frozen(eq=False, repr=False)
 class Exact(Estimator):
     r"""The exact meta-gradient of each task.
 
@@ -382,29 +371,22 @@ class Exact(Estimator):
     _kind = "exact"
     _needs_lam = True
 
-    def __init__(
-        self,
-        inner: InnerLoop,
-        tol: float = 1e-10,
-        max_iter: int = 100_000,
-        solver: str = "auto",
-        pd_check_steps: int = 30,
-    ) -> None:
-        super().__init__(inner)
-        self.tol = check.positive(tol, "tol")
-        self.max_iter = check.integer(max_iter, "max_iter", minimum=1, maximum=2**63 - 1)
-        self.solver = check.choice(solver, "solver", ("auto", "iterative"))
-        self.pd_check_steps = check.integer(
-            pd_check_steps, "pd_check_steps", minimum=0, maximum=10_000
-        )
+    tol: float = 1e-10
+    max_iter: int = 100_000
+    solver: str = "auto"
+    pd_check_steps: int = 30
 
-    def _extra_params(self) -> dict:
-        return {
-            "tol": self.tol,
-            "max_iter": self.max_iter,
-            "solver": self.solver,
-            "pd_check_steps": self.pd_check_steps,
-        }
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        store(
+            self,
+            tol=check.positive(self.tol, "tol"),
+            max_iter=check.integer(self.max_iter, "max_iter", minimum=1, maximum=2**63 - 1),
+            solver=check.choice(self.solver, "solver", ("auto", "iterative")),
+            pd_check_steps=check.integer(
+                self.pd_check_steps, "pd_check_steps", minimum=0, maximum=10_000
+            ),
+        )
 
     def _config(self) -> _core.EstimatorConfig:
         c = super()._config()

@@ -53,12 +53,14 @@ array([-0.06,  0.  , -0.08])
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 from . import _validation as check
+from ._frozen import frozen, store
 from ._numerics import norm, tree_finite, unit
 from .errors import NonFiniteStepError
 
@@ -152,6 +154,7 @@ def _frozen(a: np.ndarray) -> np.ndarray:
 
 
 # -- the transform type ---------------------------------------------------------------------
+@frozen(eq=False, repr=False)
 class Transform:
     """A gradient transformation: ``init(params)`` and ``update(grads, state, params=None)``.
 
@@ -170,22 +173,16 @@ class Transform:
         Shown by ``repr``, e.g. ``"ema(beta=0.9)"``.
     """
 
-    __slots__ = ("_init_fn", "_update_fn", "_name")
-
-    def __init__(self, init_fn: Callable, update_fn: Callable, name: str = "transform") -> None:
-        object.__setattr__(self, "_init_fn", init_fn)
-        object.__setattr__(self, "_update_fn", update_fn)
-        object.__setattr__(self, "_name", name)
-
-    def __setattr__(self, key: str, value: object) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable; build a new one")
+    init_fn: Callable
+    update_fn: Callable
+    name: str = "transform"
 
     def __repr__(self) -> str:
-        return self._name
+        return self.name
 
     def init(self, params: np.ndarray) -> Any:
         """The initial state for parameters ``params`` (a finite 1-D float array)."""
-        return self._init_fn(_check_params(params))
+        return self.init_fn(_check_params(params))
 
     def update(
         self, grads: np.ndarray, state: Any, params: np.ndarray | None = None
@@ -198,7 +195,7 @@ class Transform:
         p = None if params is None else _check_params(params)
         g = _check_grads(grads, p)
         with np.errstate(over="ignore", invalid="ignore"):
-            updates, new_state = self._update_fn(g, state, p)
+            updates, new_state = self.update_fn(g, state, p)
         _check_finite_step(self, updates, new_state, g)
         return updates, new_state
 
@@ -222,7 +219,7 @@ def _check_finite_step(transform: Any, updates: np.ndarray, state: Any, grads: n
 def _apply(transform: Any, grads: np.ndarray, state: Any, params: np.ndarray | None):
     # Inside a chain, the gradients were validated once at the boundary.
     if isinstance(transform, Transform):
-        return transform._update_fn(grads, state, params)
+        return transform.update_fn(grads, state, params)
     return transform.update(grads, state, params)
 
 
@@ -452,30 +449,27 @@ def apply_updates(params: np.ndarray, updates: np.ndarray) -> np.ndarray:
 
 
 # -- the public optimizers ------------------------------------------------------------------
+@frozen(repr=False)
 class Optimizer:
     """Base class of the named outer optimizers: hyper-parameters plus a chain of pieces.
 
-    Subclasses validate and store their hyper-parameters in ``__init__`` (through
-    :meth:`_store`) and say how to compose the pieces in :meth:`_build`. Optimizers are
-    immutable, compare equal when their type and hyper-parameters are equal, and pickle
-    by their hyper-parameters.
+    Subclasses are frozen dataclasses whose fields are the hyper-parameters: they
+    validate them in ``__post_init__`` (through :meth:`_store`) and say how to compose
+    the pieces in :meth:`_build`. Optimizers are immutable, compare equal when their
+    type and hyper-parameters are equal, and pickle by their hyper-parameters.
     """
 
-    _names: tuple[str, ...] = ()
-
     def _store(self, **hyper: float) -> None:
-        for key, value in hyper.items():
-            object.__setattr__(self, key, value)
-        object.__setattr__(self, "_names", tuple(hyper))
-        object.__setattr__(self, "_transform", self._build())
+        """Set the validated hyper-parameters, then build the chain from them."""
+        store(self, **hyper)
+        store(self, _transform=self._build())
 
     def _build(self) -> Transform:
         raise NotImplementedError
 
-    def __setattr__(self, key: str, value: object) -> None:
-        raise AttributeError(
-            f"{type(self).__name__} is immutable; build a new one to change `{key}`"
-        )
+    @property
+    def _names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(self))
 
     # -- configuration ---------------------------------------------------------------------
     @property
@@ -521,14 +515,6 @@ class Optimizer:
         args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._names)
         return f"{type(self).__name__}({args})"
 
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return self.get_params() == other.get_params()
-
-    def __hash__(self) -> int:
-        return hash(tuple(self.get_params().items()))
-
     def __reduce__(self):
         return (type(self), tuple(getattr(self, k) for k in self._names))
 
@@ -560,6 +546,7 @@ def _signature_names(cls: type) -> tuple[str, ...]:
     return tuple(inspect.signature(cls).parameters)
 
 
+@frozen(repr=False)
 class GD(Optimizer):
     r"""Gradient descent: :math:`x \leftarrow x - \eta G`. ``SGD`` is an alias.
 
@@ -576,8 +563,10 @@ class GD(Optimizer):
     array([0.5, 2. ])
     """
 
-    def __init__(self, lr: float) -> None:
-        self._store(lr=check.positive(lr, "lr"))
+    lr: float
+
+    def __post_init__(self) -> None:
+        self._store(lr=check.positive(self.lr, "lr"))
 
     def _build(self) -> Transform:
         return chain(scale(-self.lr))
@@ -586,6 +575,7 @@ class GD(Optimizer):
 SGD = GD
 
 
+@frozen(repr=False)
 class Momentum(Optimizer):
     r"""Heavy-ball momentum: :math:`m \leftarrow \beta m + G,\ x \leftarrow x - \eta m`, from m = 0.
 
@@ -597,13 +587,19 @@ class Momentum(Optimizer):
         The momentum :math:`\beta \in [0, 1)`; 0 is :class:`GD`.
     """
 
-    def __init__(self, lr: float, beta: float = 0.9) -> None:
-        self._store(lr=check.positive(lr, "lr"), beta=check.in_unit_interval(beta, "beta"))
+    lr: float
+    beta: float = 0.9
+
+    def __post_init__(self) -> None:
+        self._store(
+            lr=check.positive(self.lr, "lr"), beta=check.in_unit_interval(self.beta, "beta")
+        )
 
     def _build(self) -> Transform:
         return chain(trace(self.beta), scale(-self.lr))
 
 
+@frozen(repr=False)
 class Adam(Optimizer):
     r"""Adam: :math:`x \leftarrow x - \eta\,\hat\mu/(\sqrt{\hat\nu}+\varepsilon)`.
 
@@ -620,18 +616,24 @@ class Adam(Optimizer):
         Denominator offset, > 0.
     """
 
-    def __init__(self, lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> None:
+    lr: float
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
         self._store(
-            lr=check.positive(lr, "lr"),
-            b1=check.in_unit_interval(b1, "b1"),
-            b2=check.in_unit_interval(b2, "b2"),
-            eps=check.positive(eps, "eps"),
+            lr=check.positive(self.lr, "lr"),
+            b1=check.in_unit_interval(self.b1, "b1"),
+            b2=check.in_unit_interval(self.b2, "b2"),
+            eps=check.positive(self.eps, "eps"),
         )
 
     def _build(self) -> Transform:
         return chain(scale_by_adam(self.b1, self.b2, self.eps), scale(-self.lr))
 
 
+@frozen(repr=False)
 class ClippedGD(Optimizer):
     r"""Clipped gradient descent: :math:`x \leftarrow x - \eta \min(1, c/\lVert G\rVert)\,G`.
 
@@ -646,13 +648,17 @@ class ClippedGD(Optimizer):
         The norm threshold :math:`c > 0`.
     """
 
-    def __init__(self, lr: float, clip: float) -> None:
-        self._store(lr=check.positive(lr, "lr"), clip=check.positive(clip, "clip"))
+    lr: float
+    clip: float
+
+    def __post_init__(self) -> None:
+        self._store(lr=check.positive(self.lr, "lr"), clip=check.positive(self.clip, "clip"))
 
     def _build(self) -> Transform:
         return chain(clip_by_norm(self.clip), scale(-self.lr))
 
 
+@frozen(repr=False)
 class NormalizedGD(Optimizer):
     r"""Normalized gradient descent: :math:`x \leftarrow x - \eta\, G/\lVert G\rVert`.
 
@@ -664,13 +670,16 @@ class NormalizedGD(Optimizer):
         The learning rate (step length) :math:`\eta > 0`.
     """
 
-    def __init__(self, lr: float) -> None:
-        self._store(lr=check.positive(lr, "lr"))
+    lr: float
+
+    def __post_init__(self) -> None:
+        self._store(lr=check.positive(self.lr, "lr"))
 
     def _build(self) -> Transform:
         return chain(normalize(), scale(-self.lr))
 
 
+@frozen(repr=False)
 class SNGDM(Optimizer):
     r"""Normalized gradient descent with momentum.
 
@@ -691,8 +700,13 @@ class SNGDM(Optimizer):
         The momentum :math:`\beta \in [0, 1)`; 0 is :class:`NormalizedGD`.
     """
 
-    def __init__(self, lr: float, beta: float = 0.9) -> None:
-        self._store(lr=check.positive(lr, "lr"), beta=check.in_unit_interval(beta, "beta"))
+    lr: float
+    beta: float = 0.9
+
+    def __post_init__(self) -> None:
+        self._store(
+            lr=check.positive(self.lr, "lr"), beta=check.in_unit_interval(self.beta, "beta")
+        )
 
     def _build(self) -> Transform:
         return chain(ema(self.beta), normalize(), scale(-self.lr))
