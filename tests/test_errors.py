@@ -236,7 +236,7 @@ def test_non_task_batch_raises_type_error(bad):
         lambda: fm.MAML(inner).meta_gradient(x, bad),
         lambda: fm.FOBMAML(inner).estimate(x, bad),
         lambda: fm.Exact(inner).meta_loss(x, bad),
-        lambda: fm.meta_loss(x, bad, inner),
+        lambda: fm.meta_loss_k(x, bad, inner),
         lambda: fm.adapt(x, bad, inner),
     ):
         with pytest.raises(TypeError, match="`tasks` must be a fobmaml task batch"):
@@ -246,7 +246,7 @@ def test_non_task_batch_raises_type_error(bad):
 def test_meta_loss_and_adapt_check_inner_and_x(arrays):
     tasks = fm.QuadraticTasks(arrays["A"], arrays["b"])
     inner = fm.InnerLoop(steps=2, lr=0.1)
-    for fn in (fm.meta_loss, fm.adapt):
+    for fn in (fm.meta_loss_k, fm.adapt):
         with pytest.raises(TypeError, match="`inner` must be a fobmaml.InnerLoop"):
             fn(arrays["x"], tasks, {"steps": 2})
         with pytest.raises(ValueError, match="`x` must have shape"):
@@ -335,7 +335,7 @@ def test_diverging_inner_loop_names_task_and_step(kind):
     assert "diverged" in msg
 
 
-@pytest.mark.parametrize("fn", [fm.meta_loss, fm.adapt], ids=["meta_loss", "adapt"])
+@pytest.mark.parametrize("fn", [fm.meta_loss_k, fm.adapt], ids=["meta_loss", "adapt"])
 def test_diverging_inner_loop_in_meta_loss_and_adapt(fn):
     A, b, inner = _one_diverging_task()
     step = _expected_divergence_step(A[2], b[2], inner.lam, inner.lr, np.zeros(3))

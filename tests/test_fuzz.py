@@ -1213,7 +1213,7 @@ def test_estimators_match_numpy_on_quadratics(q, est, x):
     same_bits(g, G.sum(axis=0) / len(G), "meta_gradient = mean of task_gradients")
     loss, g2 = est.value_and_gradient(x, tasks)
     same_bits(g2, g)
-    FK = fm.meta_loss(x, tasks, inner)
+    FK = fm.meta_loss_k(x, tasks, inner)
     close(loss, FK, atol=1e-13 * amp * q_loss_scale(q.B, q.c, phi).max(), name="F_K")
     close(FK, q_loss(q.B, q.c, phi).mean(), atol=1e-12 * amp * q_loss_scale(q.B, q.c, phi).max())
 
@@ -1226,7 +1226,7 @@ def test_meta_loss_adapt_evaluate(q, inner, x_seed, st_data):
     x0 = np.random.default_rng(x_seed).uniform(-2.0, 2.0, n)
     var = st_data.draw(variants(x0), label="x")
     fns = {
-        "meta_loss": lambda x: fm.meta_loss(x, tasks, inner),
+        "meta_loss": lambda x: fm.meta_loss_k(x, tasks, inner),
         "adapt": lambda x: fm.adapt(x, tasks, inner),
         "evaluate": lambda x: fm.evaluate(x, tasks, inner),
     }
@@ -1300,7 +1300,7 @@ def test_evaluate_mlp(d, inner, x_seed):
     close(ev.task_loss, np_mlp_losses(phi, Xq, Yq, d.layers, d.activation, d.loss), atol=1e-10)
     before = np_mlp_losses(np.tile(x, (m, 1)), Xq, Yq, d.layers, d.activation, d.loss)
     close(ev.loss_before, before.mean(), atol=1e-10)
-    assert ev.loss == fm.meta_loss(x, tasks, inner)
+    assert ev.loss == fm.meta_loss_k(x, tasks, inner)
     if d.loss == "mse":
         assert ev.accuracy is None and ev.task_accuracy is None and ev.accuracy_before is None
         return
@@ -1353,7 +1353,7 @@ def test_extreme_magnitudes(q, exps, est, x, which, clone):
             finite_float(loss, "value_and_gradient loss")
             finite_array(g, (n,))
     elif which == "meta_loss":
-        got, err = attempt(fm.meta_loss, x, tasks, inner)
+        got, err = attempt(fm.meta_loss_k, x, tasks, inner)
         if err is None:
             finite_float(got)
     elif which == "adapt":
@@ -2017,7 +2017,7 @@ def test_regression_meta_loss_mean_of_finite_losses_is_not_inf():
     inner = fm.InnerLoop(steps=1, lr=1e-300)
     x = np.ones(1)
     for name, fn in [
-        ("meta_loss", lambda: fm.meta_loss(x, tasks, inner)),
+        ("meta_loss", lambda: fm.meta_loss_k(x, tasks, inner)),
         ("evaluate", lambda: fm.evaluate(x, tasks, inner).loss),
         ("value_and_gradient", lambda: fm.FOMAML(inner).value_and_gradient(x, tasks)[0]),
     ]:

@@ -154,7 +154,7 @@ def _function_jobs():
         rows = np.random.default_rng(1).uniform(-0.5, 0.5, (tasks.num_tasks, tasks.dim))
         v = np.random.default_rng(2).uniform(-1, 1, tasks.dim)
         jobs += [
-            (f"meta_loss/{fam}", lambda t=tasks, x=x, i=inner: fm.meta_loss(x, t, i)),
+            (f"meta_loss/{fam}", lambda t=tasks, x=x, i=inner: fm.meta_loss_k(x, t, i)),
             (f"adapt/{fam}", lambda t=tasks, x=x, i=inner: fm.adapt(x, t, i)),
             (f"evaluate/{fam}", lambda t=tasks, x=x, i=inner: fm.evaluate(x, t, i)),
             (

@@ -96,7 +96,7 @@ def test_history_keys_lengths_and_time():
     assert h["time"][0] > 0 and np.all(np.diff(h["time"]) >= 0)
     assert np.all(np.isfinite(h["meta_loss"])) and np.all(h["estimate_norm"] > 0)
     # The recorded loss of a K-step estimator is F_K, the mean query loss after K steps.
-    assert h["meta_loss"][-1] == pytest.approx(fm.meta_loss(res.x, TASKS, INNER), rel=1e-12)
+    assert h["meta_loss"][-1] == pytest.approx(fm.meta_loss_k(res.x, TASKS, INNER), rel=1e-12)
 
 
 def test_the_state_goes_with_x_and_resumes_the_run():

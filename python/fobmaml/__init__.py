@@ -29,6 +29,7 @@ from .estimators import (
     adapt,
     get_memory_limit,
     meta_loss,
+    meta_loss_k,
     set_memory_limit,
 )
 from .evaluation import Evaluation, evaluate
@@ -101,6 +102,7 @@ __all__ = [
     "HFMAML",
     "FOBMAML",
     "Exact",
+    "meta_loss_k",
     "meta_loss",
     "adapt",
     "evaluate",

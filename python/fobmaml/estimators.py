@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from typing import ClassVar, NamedTuple
 
 import numpy as np
@@ -40,6 +41,7 @@ __all__ = [
     "HFMAML",
     "FOBMAML",
     "Exact",
+    "meta_loss_k",
     "meta_loss",
     "adapt",
     "set_memory_limit",
@@ -397,7 +399,10 @@ class Exact(Estimator):
         return c
 
     def meta_loss(self, x: np.ndarray, tasks: TaskBatch) -> float:
-        r"""The exact meta-objective :math:`F(x) = \frac1m \sum_i f_i(\phi^*_i(x))`."""
+        r"""The exact meta-objective :math:`F(x) = \frac1m \sum_i f_i(\phi^*_i(x))`.
+
+        Not the K-step :math:`F_K` of :func:`fobmaml.meta_loss_k`: ``inner.steps`` is not
+        used."""
         return self.value_and_gradient(x, tasks)[0]
 
 
@@ -408,9 +413,39 @@ def _adapt(x: object, tasks: object, inner: object, want_phi: bool) -> _adapt_ke
     return _adapt_kernel.run(x, tasks, inner._config(), "inner loop", want_phi)
 
 
-def meta_loss(x: np.ndarray, tasks: TaskBatch, inner: InnerLoop) -> float:
-    r"""The K-step meta-loss :math:`F_K(x) = \frac1m\sum_i f_i(\phi_{i,K}(x))`."""
+def meta_loss_k(x: np.ndarray, tasks: TaskBatch, inner: InnerLoop) -> float:
+    r"""The K-step meta-loss :math:`F_K(x) = \frac1m\sum_i f_i(\phi_{i,K}(x))`.
+
+    The query loss after the K steps of ``inner``, averaged over the tasks: what
+    ``MAML`` differentiates exactly. The exact meta-objective
+    :math:`F(x) = \frac1m\sum_i f_i(\phi^*_i(x))` is :meth:`Exact.meta_loss`.
+
+    Examples
+    --------
+    >>> import numpy as np, fobmaml as fm
+    >>> tasks = fm.datasets.quadratic_tasks(4, 6, kappa=10.0, seed=0)
+    >>> inner = fm.InnerLoop(steps=200, lr=0.5, lam=1.0)
+    >>> x = np.zeros(6)
+    >>> F_K, F = fm.meta_loss_k(x, tasks, inner), fm.Exact(inner).meta_loss(x, tasks)
+    >>> bool(abs(F_K - F) < 1e-12 * abs(F))  # K = 200 steps: F_K has converged to F
+    True
+    """
     return check.safe_mean(_adapt(x, tasks, inner, False).losses)
+
+
+def meta_loss(x: np.ndarray, tasks: TaskBatch, inner: InnerLoop) -> float:
+    """Deprecated name of :func:`meta_loss_k`, the K-step meta-loss :math:`F_K(x)`.
+
+    Renamed because :meth:`Exact.meta_loss` is the exact :math:`F(x)`. Warns with a
+    ``DeprecationWarning``.
+    """
+    warnings.warn(
+        "fobmaml.meta_loss is the K-step meta-loss F_K and is now called fobmaml.meta_loss_k "
+        "(Exact(inner).meta_loss is the exact meta-objective F)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return meta_loss_k(x, tasks, inner)
 
 
 def adapt(x: np.ndarray, tasks: TaskBatch, inner: InnerLoop) -> np.ndarray:
