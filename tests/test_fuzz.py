@@ -2041,7 +2041,7 @@ def test_regression_meta_train_history_norm_overflow():
         assert np.isfinite(res.history["estimate_norm"]).all(), res.history
 
 
-def test_regression_apply_updates_overflow_returns_inf():
+def test_regression_apply_updates_overflow_raises_floating_point_error():
     # x + u overflowed: GD.step returned [inf] (with a RuntimeWarning). A sum that
     # overflows is now a documented FloatingPointError.
     opt = fm.GD(lr=1.0)
@@ -2049,7 +2049,7 @@ def test_regression_apply_updates_overflow_returns_inf():
     expect_raises(FloatingPointError, opt.step, x, np.array([-1e308]), opt.init(x))
 
 
-def test_regression_scale_overflow_is_a_value_error():
+def test_regression_scale_overflow_raises_floating_point_error():
     # lr * grads overflowed inside scale(): a RuntimeWarning escaped before the error. An
     # overflowing step is now a documented FloatingPointError, without warnings.
     opt = fm.GD(lr=1e300)
