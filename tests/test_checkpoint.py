@@ -94,6 +94,7 @@ def test_the_layout_is_magic_fields_digest_header_payload(saved):
         np.testing.assert_array_equal(npz["x"], np.linspace(-1, 1, 7))
 
 
+@pytest.mark.slow
 def test_every_flipped_bit_is_detected(saved):
     data = saved.read_bytes()
     flipped = saved.with_name("flipped.ckpt")
@@ -105,6 +106,7 @@ def test_every_flipped_bit_is_detected(saved):
             load_checkpoint(flipped)
 
 
+@pytest.mark.slow
 def test_every_truncation_and_any_trailing_data_are_detected(saved):
     data = saved.read_bytes()
     cut = saved.with_name("cut.ckpt")

@@ -72,6 +72,9 @@ from hypothesis.extra import numpy as hnp
 import fobmaml as fm
 from fobmaml import optim
 
+# Thousands of hypothesis examples: the full suite runs them, `-m "not slow"` does not.
+pytestmark = pytest.mark.slow
+
 DOCUMENTED = (ValueError, TypeError, FloatingPointError, fm.ConvergenceError)
 # What a call with valid arguments may still raise: the kernels' numerical failures.
 NUMERIC = (FloatingPointError, fm.ConvergenceError, fm.NotPositiveDefiniteError)

@@ -96,6 +96,7 @@ print(maml.tobytes().hex())
 """
 
 
+@pytest.mark.slow
 def test_omp_num_threads_environment_gives_identical_bytes():
     outputs = {}
     for k in ("1", "2"):
