@@ -31,8 +31,8 @@ Windows) and then ``fsync``\ s the directory (POSIX), so that after a crash, a p
 loss or an interrupt the path holds either the previous complete checkpoint or the new
 one, never a mixture. The temporary file is removed if anything fails.
 
-Examples
---------
+Example
+-------
 >>> import os, tempfile, numpy as np
 >>> from fobmaml.checkpoint import save_checkpoint, load_checkpoint
 >>> path = os.path.join(tempfile.mkdtemp(), "run.ckpt")

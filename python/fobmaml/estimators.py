@@ -367,6 +367,7 @@ class Exact(Estimator):
       Ritz values lie inside the spectrum, so it never rejects a positive definite
       matrix; a negative eigenvalue it does not reach in ``pd_check_steps`` steps
       can still go unnoticed.
+
     :meth:`value_and_gradient` returns the exact meta-loss F(x) with the gradient.
     """
 
