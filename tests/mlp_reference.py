@@ -1,6 +1,6 @@
 """An independent NumPy reference for the MLP task family and its estimators.
 
-Written from ``ESTIMATORS.md`` ("Task families", "Estimators") alone, one task at a
+Written from ``docs/estimators.md`` ("Task families", "The estimators") alone, one task at a
 time, for readability rather than speed. It does not import ``fobmaml``: the tests
 compare the library against this module, never the other way round.
 

@@ -1,10 +1,10 @@
-"""An independent NumPy reference for the estimators of ``ESTIMATORS.md``.
+"""An independent NumPy reference for the estimators of ``docs/estimators.md``.
 
 Written from the specification alone, one task at a time, for readability rather
 than speed. It does not import ``fobmaml``: the tests compare the library against
 this module, never the other way round.
 
-Notation (``ESTIMATORS.md``): task ``i`` has a support loss ``g`` and a query loss
+Notation (``docs/estimators.md``): task ``i`` has a support loss ``g`` and a query loss
 ``f``; the inner problem is ``h(φ; x) = g(φ) + (λ/2)||φ − x||²``; the inner loop is
 heavy-ball gradient descent
 
@@ -154,7 +154,7 @@ def reptile(task: Quadratic, x, inner: Inner):
 
 
 def reverse_recursion(task: Quadratic, x, inner: Inner, hvp):
-    """The MAML reverse recursion, exactly as written in ``ESTIMATORS.md``.
+    """The MAML reverse recursion, exactly as written in ``docs/estimators.md``.
 
     a_K = ∇f(φ_K);  a_{K+1} = 0;  G = 0
     for k = K−1 down to 0:

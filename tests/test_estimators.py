@@ -1,6 +1,6 @@
 """Every estimator against the independent NumPy reference, finite differences and
 closed forms on random quadratic tasks, plus the convergence properties that
-``ESTIMATORS.md`` claims (bias orders of FO-B-MAML, the persistent bias of the
+``docs/estimators.md`` claims (bias orders of FO-B-MAML, the persistent bias of the
 first-order baselines, MAML/IMAML -> Exact, momentum helping FO-B-MAML)."""
 
 from __future__ import annotations

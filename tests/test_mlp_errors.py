@@ -429,7 +429,7 @@ def test_exact_at_a_saddle_point_does_not_return_silently():
     # (W_2 = 0 kills the backward signal, tanh(0) = 0 kills the forward one), so GD on the
     # inner problem only moves the output bias and converges -- to a saddle of h, not a
     # minimizer. With λ = 0.05, ∇²g + λI has eigenvalues ≈ −5.1 at that point (the W_1–W_2
-    # cross terms), so by the contract of ESTIMATORS.md (Exact needs ∇²g(φ*) + λI positive
+    # cross terms), so by the contract of docs/estimators.md (Exact needs ∇²g(φ*) + λI positive
     # definite) and the docstring of fm.Exact ("the call fails instead of returning
     # garbage"), a documented error must be raised. The right-hand side λ∇f(φ) lives in the
     # output-bias direction, an eigenvector of the Hessian with positive curvature, so CG

@@ -1,4 +1,4 @@
-r"""Meta-gradient estimators (see ``ESTIMATORS.md``).
+r"""Meta-gradient estimators (the contract: ``docs/estimators.md``).
 
 Every estimator returns one vector per task; the batch estimate is their mean.
 

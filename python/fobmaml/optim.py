@@ -3,7 +3,7 @@ r"""Outer optimizers: small composable pieces with explicit state, in the manner
 A :class:`Transform` has ``init(params) -> state`` and
 ``update(grads, state, params=None) -> (updates, new_state)``; :func:`apply_updates`
 adds the updates to the parameters. The public optimizers are compositions of the
-pieces, never copies (``ESTIMATORS.md``, "Outer optimizers"), with :math:`G` the batch
+pieces, never copies (``docs/estimators.md``, "Outer optimizers"), with :math:`G` the batch
 meta-gradient estimate and :math:`\eta` the learning rate:
 
 ================  ==========================================================================
