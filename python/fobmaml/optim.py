@@ -32,8 +32,9 @@ Conventions
 -----------
 - The normalized methods map a zero vector to a zero update (``normalize()`` returns 0
   when the norm is 0, so the step is skipped rather than producing NaN).
-- Norms are Euclidean and computed with a rescaling that neither overflows nor
-  underflows (``||g|| = a ||g / a||`` with ``a = max |g_j|``).
+- Norms are Euclidean and never overflow: NumPy's up to ``max |g_j| = 1e150``,
+  ``a ||g / a||`` with ``a = max |g_j|`` above. Directions ``g / ||g||`` are always
+  computed from ``g / a``, so they neither overflow nor underflow.
 - States are tuples and NamedTuples of NumPy arrays and Python scalars only, so they
   pickle and can be checkpointed. Updates never modify a state in place: they return a
   new one, and the arrays inside a state are marked read-only.
