@@ -399,6 +399,10 @@ def describe(obj: Any) -> dict:
 
     ``{"type": "<module>.<qualname>", "params": obj.get_params()}``, with ``repr(obj)``
     as the parameters of objects without ``get_params``.
+
+    >>> import fobmaml as fm
+    >>> describe(fm.GD(lr=0.5))
+    {'type': 'fobmaml.optim.GD', 'params': {'name': 'GD', 'lr': 0.5}}
     """
     kind = f"{type(obj).__module__}.{type(obj).__qualname__}"
     get_params = getattr(obj, "get_params", None)
@@ -430,6 +434,19 @@ def check_fingerprint(path: str, saved: object, config: dict) -> None:
         The fingerprint read from it.
     config : dict
         The current run's :func:`fingerprint`.
+
+    Raises
+    ------
+    CheckpointError
+        If ``saved`` is not a dict, or differs from ``config`` on any key.
+
+    Examples
+    --------
+    >>> check_fingerprint("run.ckpt", {"seed": 0}, {"seed": 0})
+    >>> check_fingerprint("run.ckpt", {"seed": 0}, {"seed": 1})
+    Traceback (most recent call last):
+    ...
+    fobmaml.checkpoint.CheckpointError: checkpoint 'run.ckpt' was written by a different run: ...
     """
     if not isinstance(saved, dict):
         raise CheckpointError(f"checkpoint {path!r} has no run configuration")

@@ -61,6 +61,16 @@ class NonFiniteStepError(FloatingPointError):
     what : str
         What became non-finite: ``"update"``, ``"optimizer state"`` or ``"x"`` (the
         parameters plus the update).
+
+    Examples
+    --------
+    >>> import numpy as np, fobmaml as fm
+    >>> opt = fm.GD(lr=1.0)
+    >>> try:
+    ...     opt.step(np.array([1e308]), np.array([-1e308]), opt.init(np.zeros(1)))
+    ... except fm.NonFiniteStepError as exc:
+    ...     print(exc.what)
+    x
     """
 
     def __init__(self, message: str, what: str) -> None:
