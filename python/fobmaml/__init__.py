@@ -15,7 +15,7 @@ from ._native import ISA as _ISA
 from ._native import core as _core
 from ._version import __version__
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .errors import ConvergenceError, NotPositiveDefiniteError
+from .errors import ConvergenceError, NonFiniteStepError, NotPositiveDefiniteError
 from .estimators import (
     FOBMAML,
     FOMAML,
@@ -29,6 +29,7 @@ from .estimators import (
     adapt,
     get_memory_limit,
     meta_loss,
+    meta_loss_k,
     set_memory_limit,
 )
 from .evaluation import Evaluation, evaluate
@@ -103,6 +104,7 @@ __all__ = [
     "HFMAML",
     "FOBMAML",
     "Exact",
+    "meta_loss_k",
     "meta_loss",
     "adapt",
     "evaluate",
@@ -124,4 +126,5 @@ __all__ = [
     "load_checkpoint",
     "NotPositiveDefiniteError",
     "ConvergenceError",
+    "NonFiniteStepError",
 ]

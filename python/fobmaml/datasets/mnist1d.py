@@ -12,7 +12,7 @@ import numpy as np
 from .. import _validation as check
 from .. import mlp as _mlp
 from ..tasks import MLPTasks
-from .sinusoid import _check_layers_io, _check_rng
+from ._common import Sampler, check_layers_io, check_rng
 
 __all__ = ["mnist1d_fewshot", "MNIST1DFewShot", "TRAIN_CLASSES", "TEST_CLASSES"]
 
@@ -69,7 +69,7 @@ def _generate(num_samples: int, data_seed: int) -> _Data:
     return _Data(*arrays)
 
 
-class MNIST1DFewShot:
+class MNIST1DFewShot(Sampler):
     r"""Draws batches of MNIST-1D few-shot episodes; built by :func:`mnist1d_fewshot`.
 
     Calling the sampler, ``sampler(rng)``, returns an :class:`fobmaml.MLPTasks` of
@@ -113,7 +113,7 @@ class MNIST1DFewShot:
         self.meta_batch = check.integer(meta_batch, "meta_batch", minimum=1)
         if layers is None:
             layers = [NUM_FEATURES, 64, 64, self.n_way]
-        self.layers = _check_layers_io(
+        self.layers = check_layers_io(
             layers, NUM_FEATURES, self.n_way, f"{self.n_way}-way MNIST-1D classification"
         )
         self.activation = check.choice(activation, "activation", _mlp.ACTIVATIONS)
@@ -177,7 +177,7 @@ class MNIST1DFewShot:
         support_labels, query_labels : numpy.ndarray of int64, same shapes
             The episode's labels, in ``0..n_way-1``.
         """
-        rng = _check_rng(rng)
+        rng = check_rng(rng)
         n, k, q = self.n_way, self.k_shot, self.q_query
         classes = rng.choice(self._class_array, size=n, replace=False)
         picks = [rng.choice(self._by_class[int(c)], size=k + q, replace=False) for c in classes]
@@ -205,7 +205,7 @@ class MNIST1DFewShot:
         support_index, query_index : numpy.ndarray, shapes (m, n_way k_shot), (m, n_way q_query)
             The rows of :attr:`X` in each support and query set.
         """
-        rng = _check_rng(rng)
+        rng = check_rng(rng)
         episodes = [self.sample_episode(rng) for _ in range(self.meta_batch)]
         classes, s_idx, q_idx, s_lab, q_lab = (np.stack(a) for a in zip(*episodes))
         tasks = MLPTasks(
@@ -239,13 +239,6 @@ class MNIST1DFewShot:
             "num_samples": self.num_samples,
             "data_seed": self.data_seed,
         }
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return self.get_params() == other.get_params()
-
-    __hash__ = None  # mutable attributes: equal samplers need not hash alike
 
     def __repr__(self) -> str:
         return (
