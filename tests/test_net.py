@@ -505,6 +505,54 @@ def test_a_diverging_inner_loop_names_the_task_and_step(rng):
     assert not st.ok.any()
 
 
+def test_mnist1d_fewshot_yields_conv_inputs():
+    net = nn.Sequential(
+        nn.Conv1d(1, 4, kernel_size=5, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv1d(4, 4, kernel_size=3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.MaxPool1d(2),
+        nn.Flatten(),
+        nn.Linear(4 * 5, 5),
+    )
+    sampler = fm.datasets.mnist1d_fewshot(5, 2, 3, meta_batch=4, net=net, num_samples=2000)
+    tasks = sampler(np.random.default_rng(0))
+    assert isinstance(tasks, fm.NetTasks) and tasks.loss == "xent"
+    assert tasks.X_support.shape == (4, 10, 1, 40) and tasks.X_query.shape == (4, 15, 1, 40)
+    # The same episodes as the flat sampler, reshaped.
+    flat = fm.datasets.mnist1d_fewshot(5, 2, 3, meta_batch=4, num_samples=2000)
+    t2 = flat(np.random.default_rng(0))
+    np.testing.assert_array_equal(tasks.X_support[:, :, 0, :], t2.X_support)
+    np.testing.assert_array_equal(tasks.Y_query, t2.Y_query)
+    params = sampler.get_params()
+    assert params["net"] == net.get_config() and "layers" not in params
+    rebuilt = fm.datasets.mnist1d_fewshot(**{k: v for k, v in params.items() if k != "name"})
+    assert rebuilt == sampler and rebuilt.net == net
+    np.testing.assert_array_equal(rebuilt(np.random.default_rng(0)).X_query, tasks.X_query)
+    # An MLP given as a network gets flat inputs.
+    mlp = fm.datasets.mnist1d_fewshot(
+        5, 2, 3, meta_batch=4, num_samples=2000, net=fm.mlp.network([40, 8, 5])
+    )
+    assert mlp(np.random.default_rng(0)).X_support.shape == (4, 10, 40)
+
+
+def test_mnist1d_fewshot_rejects_a_net_that_does_not_fit():
+    with pytest.raises(ValueError, match=r"`net` must output n_way = 5 logits"):
+        fm.datasets.mnist1d_fewshot(5, 2, 3, net=fm.mlp.network([40, 8, 4]), num_samples=2000)
+    with pytest.raises(ValueError, match=r"`net` cannot take MNIST-1D samples of shape \(1, 40\)"):
+        fm.datasets.mnist1d_fewshot(
+            5,
+            2,
+            3,
+            num_samples=2000,
+            net=nn.Sequential(nn.Conv1d(2, 4, 3), nn.Flatten(), nn.Linear(4 * 38, 5)),
+        )
+    with pytest.raises(ValueError, match="give either `net` or `layers`"):
+        fm.datasets.mnist1d_fewshot(5, 2, 3, layers=[40, 5], net=fm.mlp.network([40, 5]))
+    with pytest.raises(TypeError, match="`net` must be a fobmaml.nn.Sequential"):
+        fm.datasets.mnist1d_fewshot(5, 2, 3, net="cnn")
+
+
 # ----------------------------------------------------------------------------------------
 # Bad input
 # ----------------------------------------------------------------------------------------

@@ -81,6 +81,10 @@ class Layer:
     def _fan_in(self) -> int:
         return 1
 
+    def get_config(self) -> dict:
+        """The constructor arguments, JSON-serialisable, with the class as ``"layer"``."""
+        return {"layer": type(self).__name__, **vars(self)}
+
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and vars(other) == vars(self)
 
@@ -486,6 +490,32 @@ class Sequential:
         return tuple("L" if d is None else d for d in shape)
 
     # -- interoperability ---------------------------------------------------------------------
+    def get_config(self) -> list[dict]:
+        """The layers' constructor arguments, JSON-serialisable (see :meth:`from_config`)."""
+        return [layer.get_config() for layer in self.layers]
+
+    @classmethod
+    def from_config(cls, config: Sequence[dict]) -> Sequential:
+        """The network :meth:`get_config` describes.
+
+        >>> import fobmaml as fm
+        >>> net = fm.nn.Sequential(fm.nn.Linear(3, 4), fm.nn.ReLU(), fm.nn.Linear(4, 2))
+        >>> fm.nn.Sequential.from_config(net.get_config()) == net
+        True
+        """
+        if isinstance(config, (str, bytes)) or not isinstance(config, Sequence):
+            raise TypeError(f"`config` must be a list of layer dicts (got {type(config).__name__})")
+        layers = []
+        for i, entry in enumerate(config):
+            if not isinstance(entry, dict) or entry.get("layer") not in _LAYERS:
+                raise ValueError(
+                    f"`config[{i}]` must be a dict whose 'layer' is one of {sorted(_LAYERS)} "
+                    f"(got {entry!r})"
+                )
+            args = {k: v for k, v in entry.items() if k != "layer"}
+            layers.append(_LAYERS[entry["layer"]](**args))
+        return cls(*layers)
+
     def to_torch(self):
         """The same network as a ``torch.nn.Sequential`` (float64); needs torch installed.
 
@@ -519,3 +549,6 @@ class Sequential:
             else:
                 mods.append(torch.nn.Flatten())
         return torch.nn.Sequential(*mods).double()
+
+
+_LAYERS = {cls.__name__: cls for cls in (Linear, Conv1d, ReLU, Tanh, MaxPool1d, AvgPool1d, Flatten)}
