@@ -32,8 +32,8 @@ line, with the task functions supplied by ``MLPTask``.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

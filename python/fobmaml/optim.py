@@ -54,7 +54,8 @@ array([-0.06,  0.  , -0.08])
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 

@@ -29,7 +29,8 @@ import hashlib
 import json
 import os
 import time
-from typing import Any, Callable, NamedTuple, Union
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -52,7 +53,7 @@ from .tasks import TaskBatch
 __all__ = ["TrainResult", "meta_train"]
 
 #: A fixed task batch, or a sampler ``rng -> TaskBatch``.
-TaskSource = Union[TaskBatch, Callable[[np.random.Generator], TaskBatch]]
+TaskSource = TaskBatch | Callable[[np.random.Generator], TaskBatch]
 
 _CHECKPOINT_KIND = "fobmaml.meta_train"
 #: Kernel status codes that count as a diverging task under ``on_divergence="skip"``.
