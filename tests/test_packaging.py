@@ -78,3 +78,8 @@ def test_supported_python_versions_agree_in_pyproject():
     minors = sorted(int(m.group(1)) for c in project["classifiers"] if (m := pattern.match(c)))
     assert minors[0] == low
     assert data["tool"]["ruff"]["target-version"] == f"py3{low}"
+    # cibuildwheel builds exactly the classified CPython versions.
+    built = sorted(
+        int(m) for m in re.findall(r"\bcp3(\d+)-\*", data["tool"]["cibuildwheel"]["build"])
+    )
+    assert built == minors
