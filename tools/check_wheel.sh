@@ -21,7 +21,6 @@
 # manylinux containers (docs/releasing.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
 OUT=$(realpath -m "${1:-dist}")
 VENV=$(realpath -m "${FOBMAML_RELEASE_VENV:-.venv-release}")
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/fobmaml-wheel.XXXXXX")
