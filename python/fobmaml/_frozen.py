@@ -11,7 +11,8 @@ names the class and says to build a new instance. Validation belongs in
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
