@@ -5,8 +5,8 @@ first-order baselines, MAML/IMAML -> Exact, momentum helping FO-B-MAML)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pytest

@@ -5,8 +5,8 @@ estimator, ``fm.evaluate``, thread-count independence and sub-batches."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import mlp_reference as ref  # tests/ is on sys.path (conftest.py)
 import numpy as np

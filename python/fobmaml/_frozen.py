@@ -11,11 +11,23 @@ names the class and says to build a new instance. Validation belongs in
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from typing_extensions import dataclass_transform
+else:  # only type checkers read it (and typing has it from Python 3.11 on only)
+
+    def dataclass_transform(**_kwargs: Any) -> Callable:
+        return lambda decorator: decorator
+
 
 T = TypeVar("T")
 
 
+# Tells type checkers (the package ships py.typed) that @frozen makes a frozen dataclass,
+# so they know the generated __init__ of InnerLoop, the estimators and the optimizers.
+@dataclass_transform(frozen_default=True)
 def frozen(cls: type[T] | None = None, **options: Any) -> Any:
     """``dataclasses.dataclass(frozen=True, **options)`` with a clearer error message.
 

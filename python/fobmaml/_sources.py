@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Union
+from collections.abc import Callable
 
 import numpy as np
 
@@ -53,7 +53,7 @@ class SamplerSource:
         self.rng.bit_generator.state = state
 
 
-Source = Union[FixedSource, SamplerSource]
+Source = FixedSource | SamplerSource
 
 
 def task_source(tasks: object, n: int, seed: int) -> Source:

@@ -1,6 +1,8 @@
-from importlib.metadata import PackageNotFoundError, version
+"""The version of fobmaml: the one place it is written.
 
-try:
-    __version__ = version("fobmaml")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without metadata
-    __version__ = "0.0.0+unknown"
+The build reads it from here (``[tool.scikit-build.metadata.version]`` in
+pyproject.toml) into the distribution's metadata, so ``fobmaml.__version__`` and
+``importlib.metadata.version("fobmaml")`` agree.
+"""
+
+__version__ = "0.1.0"

@@ -30,7 +30,8 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from typing import Any, Callable, NamedTuple, Union
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -57,7 +58,7 @@ from .tasks import TaskBatch
 __all__ = ["TrainResult", "meta_train"]
 
 #: A fixed task batch, or a sampler ``rng -> TaskBatch``.
-TaskSource = Union[TaskBatch, Callable[[np.random.Generator], TaskBatch]]
+TaskSource = TaskBatch | Callable[[np.random.Generator], TaskBatch]
 
 _CHECKPOINT_KIND = "fobmaml.meta_train"
 
