@@ -202,6 +202,28 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _delta(args: argparse.Namespace) -> int:
+    from .experiments import delta_tradeoff
+
+    cfg = delta_tradeoff.DeltaConfig.quick_config() if args.quick else delta_tradeoff.DeltaConfig()
+    cfg = with_overrides(
+        cfg, deltas=args.deltas, steps=args.steps, sigmas=args.sigmas, seed=args.seed
+    )
+    summary = delta_tradeoff.run(args.out, cfg, progress=not args.no_progress)
+    print(
+        f"wrote {args.out}/delta_error.csv, delta_best.csv, bias_slopes.csv, delta_tradeoff.png, "
+        f"settings.json in {summary['seconds']:.1f} s"
+    )
+    for name, slope in summary["bias_exponents"].items():
+        print(f"  bias exponent, {name:24s} {slope:.2f}")
+    for scheme, s in summary["best_delta_scaling"].items():
+        print(
+            f"  {scheme}: best delta ~ eps^{s['best_delta_exponent']:.2f}, "
+            f"error at best delta ~ eps^{s['best_error_exponent']:.2f}"
+        )
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     import fobmaml
 
@@ -267,6 +289,18 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--seed", type=int, help="seed of the task draw")
     sw.add_argument("--no-progress", action="store_true", help="no progress bars")
     sw.set_defaults(func=_sweep)
+
+    dl = sub.add_parser(
+        "delta", help="FO-B-MAML's error against delta: bias, inner-loop error, best delta"
+    )
+    dl.add_argument("--out", default="delta", help="output directory (default: ./delta)")
+    dl.add_argument("--quick", action="store_true", help="a seconds-long version")
+    dl.add_argument("--deltas", type=_floats, help="comma-separated finite-difference steps")
+    dl.add_argument("--steps", type=_ints, help="comma-separated inner step counts K")
+    dl.add_argument("--sigmas", type=_floats, help="comma-separated relative gradient noise")
+    dl.add_argument("--seed", type=int, help="seed of the task draw and the noise")
+    dl.add_argument("--no-progress", action="store_true", help="no progress bars")
+    dl.set_defaults(func=_delta)
 
     info = sub.add_parser("info", help="print the version and how the C++ core was built")
     info.set_defaults(func=_info)
