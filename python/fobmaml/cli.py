@@ -224,6 +224,36 @@ def _delta(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stability(args: argparse.Namespace) -> int:
+    from .experiments import outer_stability as st
+
+    cfg = st.StabilityConfig.quick_config() if args.quick else st.StabilityConfig()
+    cfg = with_overrides(
+        cfg,
+        families=args.families,
+        optimizers=args.optimizers,
+        lrs=args.lrs,
+        seeds=args.seeds,
+        smoothness=None if args.smoothness is None else st.smoothness_fit(args.smoothness),
+    )
+    summary = st.run(args.out, cfg, progress=not args.no_progress)
+    print(
+        f"wrote {args.out}/stability_runs.csv, stability_loss.csv, stability_ranges.csv, "
+        f"stability.png, settings.json in {summary['seconds']:.1f} s "
+        f"({summary['runs']} runs, {summary['diverged_runs']} diverged)"
+    )
+    print(f"step sizes within {cfg.within:.0%} of each optimizer's best held-out loss:")
+    for key, r in summary["ranges"].items():
+        if r["lr_min"] == "":
+            print(f"  {key:24s} diverged at every step size")
+        else:
+            print(
+                f"  {key:24s} {r['lr_min']:.3g} .. {r['lr_max']:.3g} "
+                f"({r['decades']:.2f} decades), best {r['best_loss']:.4g} at {r['best_lr']:.3g}"
+            )
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     import fobmaml
 
@@ -301,6 +331,26 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--seed", type=int, help="seed of the task draw and the noise")
     dl.add_argument("--no-progress", action="store_true", help="no progress bars")
     dl.set_defaults(func=_delta)
+
+    so = sub.add_parser(
+        "stability", help="outer optimizers over a grid of step sizes (sinusoid, MNIST-1D)"
+    )
+    so.add_argument("--out", default="stability", help="output directory (default: ./stability)")
+    so.add_argument("--quick", action="store_true", help="a seconds-long version")
+    so.add_argument("--families", type=_csv, help="comma-separated, from: sinusoid, mnist1d")
+    so.add_argument(
+        "--optimizers",
+        type=_csv,
+        help="comma-separated, from: GD, Momentum, Adam, ClippedGD, NormalizedGD, SNGDM",
+    )
+    so.add_argument("--lrs", type=_floats, help="comma-separated outer step sizes")
+    so.add_argument("--seeds", type=_ints, help="comma-separated seeds")
+    so.add_argument(
+        "--smoothness",
+        help="settings.json of a `fobmaml smoothness` run: relate the ranges to its (L0, L1) fit",
+    )
+    so.add_argument("--no-progress", action="store_true", help="no progress bars")
+    so.set_defaults(func=_stability)
 
     info = sub.add_parser("info", help="print the version and how the C++ core was built")
     info.set_defaults(func=_info)
