@@ -302,3 +302,22 @@ def test_command_line_quick(tmp_path, capsys):
     assert cli.main(argv) == 0
     assert {p.name for p in out.iterdir()} == FILES
     assert "sinusoid GD" in capsys.readouterr().out
+
+
+def test_replot_redraws_from_the_csvs_and_checks_them(quick_run, tmp_path, capsys):
+    out, _, _ = quick_run
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in FILES - {"stability.png"}:
+        (copy / name).write_bytes((out / name).read_bytes())
+    assert cli.main(["stability", "--replot", "--out", str(copy)]) == 0
+    assert (copy / "stability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # A ranges table that does not follow from the runs is refused.
+    text = (copy / "stability_ranges.csv").read_text().splitlines()
+    head, first = text[0], text[1].split(",")
+    first[3] = "0.123"  # best_loss
+    (copy / "stability_ranges.csv").write_text("\n".join([head, ",".join(first), *text[2:]]))
+    capsys.readouterr()
+    assert cli.main(["stability", "--replot", "--out", str(copy)]) == 2
+    assert "does not follow from stability_runs.csv" in capsys.readouterr().err
+    assert cli.main(["stability", "--replot", "--out", str(tmp_path / "none")]) == 2

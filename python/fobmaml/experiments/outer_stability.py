@@ -537,62 +537,129 @@ def ranges(runs: list[dict], cfg: StabilityConfig) -> list[tuple]:
 
 
 # -- the figure --------------------------------------------------------------------------------
+def _draw(ax, table, family: str, cfg: StabilityConfig) -> float | None:
+    """One family's curves on `ax`; returns the largest finite loss drawn."""
+    top = None
+    for opt in cfg.optimizers:
+        mine = [r for r in table if r[0] == family and r[1] == opt]
+        lr = np.array([r[2] for r in mine])
+        mean = np.array([np.nan if r[3] == "diverged" else r[3] for r in mine], float)
+        lo = np.array([np.nan if r[4] == "" else r[4] for r in mine], float)
+        hi = np.array([np.nan if r[5] == "" else r[5] for r in mine], float)
+        c = COLORS[opt]
+        ax.plot(lr, mean, "-", color=c, label=opt, lw=1.2)
+        ax.fill_between(lr, lo, hi, color=c, alpha=0.12, lw=0)
+        stable = np.array([bool(r[7]) for r in mine])
+        ax.plot(lr[stable], mean[stable], "o", color=c, ms=5)
+        ax.plot(lr[~stable], mean[~stable], "o", color=c, ms=4, mfc="white")
+        finite = hi[np.isfinite(hi)]
+        if finite.size:
+            top = max(top or 0.0, float(finite.max()))
+    ax.set_xscale("log")
+    return top
+
+
 def plot(runs: list[dict], cfg: StabilityConfig, rng_rows: list[tuple], path: Path) -> Path:
+    """Final held-out loss against the step size: one column per family; the bottom row
+    zooms on the optimizers' best losses."""
     table = loss_table(runs, cfg.within)
-    fig, axes = new_figure(len(cfg.families), width=6.0, height=4.6)
-    for ax, family in zip(axes, cfg.families):
+    fig, _ = new_figure(len(cfg.families), width=6.0, height=8.4)
+    fig.clf()
+    grid = fig.subplots(2, len(cfg.families), squeeze=False)
+    for j, family in enumerate(cfg.families):
+        ax, zoom = grid[0][j], grid[1][j]
         # Every seed has as many runs, so this is the mean over the seeds' initializations.
         init = float(np.mean([r["loss_at_init"] for r in runs if r["family"] == family]))
-        top = None
-        for opt in cfg.optimizers:
-            mine = [r for r in table if r[0] == family and r[1] == opt]
-            lr = np.array([r[2] for r in mine])
-            mean = np.array([np.nan if r[3] == "diverged" else r[3] for r in mine], float)
-            lo = np.array([np.nan if r[4] == "" else r[4] for r in mine], float)
-            hi = np.array([np.nan if r[5] == "" else r[5] for r in mine], float)
-            c = COLORS[opt]
-            ax.loglog(lr, mean, "-", color=c, label=opt, lw=1.2)
-            ax.fill_between(lr, lo, hi, color=c, alpha=0.12, lw=0)
-            stable = np.array([bool(r[7]) for r in mine])
-            ax.loglog(lr[stable], mean[stable], "o", color=c, ms=5)
-            ax.loglog(lr[~stable], mean[~stable], "o", color=c, ms=4, mfc="white")
-            finite = hi[np.isfinite(hi)]
-            if finite.size:
-                top = max(top or 0.0, float(finite.max()))
+        top = _draw(ax, table, family, cfg)
+        _draw(zoom, table, family, cfg)
+        ax.set_yscale("log")
         ymax = max(top or init, init) * 1.6
-        for j, opt in enumerate(cfg.optimizers):  # stacked, so that coinciding ones show
+        for k, opt in enumerate(cfg.optimizers):  # stacked, so that coinciding ones show
             mine = [r for r in table if r[0] == family and r[1] == opt]
             div = [r[2] for r in mine if r[3] == "diverged"]
-            ax.plot(div, [ymax * 0.94**j] * len(div), "x", color=COLORS[opt], ms=6)
+            ax.plot(div, [ymax * 0.94**k] * len(div), "x", color=COLORS[opt], ms=6)
         for r in rng_rows:
             if r[0] == family and r[1] == "GD" and r[13] != "":
-                ax.axvline(
-                    float(r[13]),
-                    color=COLORS["GD"],
-                    ls=":",
-                    lw=1.0,
-                    label="GD limit 2/(L0+L1·G0), least squares",
-                )
-                ax.axvline(
-                    float(r[14]),
-                    color=COLORS["GD"],
-                    ls="-.",
-                    lw=0.8,
-                    label="GD limit 2/(L0+L1·G0), envelope",
-                )
-        ax.axhline(init, color="#999999", ls="--", lw=0.8, label="no meta-training")
+                for a in (ax, zoom):
+                    a.axvline(
+                        float(r[13]),
+                        color=COLORS["GD"],
+                        ls=":",
+                        lw=1.0,
+                        label="GD limit 2/(L0+L1·G0), least squares",
+                    )
+                    a.axvline(
+                        float(r[14]),
+                        color=COLORS["GD"],
+                        ls="-.",
+                        lw=0.8,
+                        label="GD limit 2/(L0+L1·G0), envelope",
+                    )
+        for a in (ax, zoom):
+            a.axhline(init, color="#999999", ls="--", lw=0.8, label="no meta-training")
+            a.set_xlim(min(cfg.lrs) / 1.5, max(cfg.lrs) * 1.5)  # also when nothing is finite
+            a.set_xlabel("outer step size η")
+            a.grid(True, which="major", alpha=0.3)
         ax.set_ylim(top=ymax * 1.05)
-        ax.set_xlabel("outer step size η")
+        bests = [r[3] for r in table if r[0] == family and r[3] != "diverged"]
+        per_opt = [
+            min(
+                (r[3] for r in table if r[0] == family and r[1] == o and r[3] != "diverged"),
+                default=np.nan,
+            )
+            for o in cfg.optimizers
+        ]
+        if bests:
+            zoom.set_ylim(0.97 * min(bests), 1.25 * np.nanmax(per_opt))
         ax.set_title(
             f"{family}: final held-out loss, mean (band: min-max) of {len(cfg.seeds)} seeds\n"
             f"filled: within {cfg.within:.0%} of the best; x (top): diverged at that step size",
             fontsize=8,
         )
-        ax.grid(True, which="major", alpha=0.3)
+        zoom.set_title(f"{family}: zoom on the best losses (linear scale)", fontsize=8)
         ax.legend(fontsize=7)
-    axes[0].set_ylabel("held-out query loss after adaptation")
-    fig.savefig(path, dpi=140)
+    grid[0][0].set_ylabel("held-out query loss after adaptation")
+    grid[1][0].set_ylabel("held-out query loss after adaptation")
+    fig.savefig(path, dpi=130)
     return path
+
+
+def config_from_settings(settings: dict) -> StabilityConfig:
+    """The :class:`StabilityConfig` a run's ``settings.json`` was written from."""
+    fields = {f: v for f, v in settings["settings"].items() if f != "derived"}
+    for name, value in list(fields.items()):
+        if isinstance(value, list):
+            fields[name] = tuple(value)
+    return check_config(StabilityConfig(**fields))
+
+
+def replot(out: str | Path) -> Path:
+    """Redraw ``stability.png`` from the CSVs and ``settings.json`` in `out`, without running.
+
+    The ranges are recomputed from ``stability_runs.csv``; they must equal
+    ``stability_ranges.csv``, or the folder is inconsistent and ValueError is raised.
+    """
+    out = Path(out)
+    try:
+        settings = json.loads((out / "settings.json").read_text())
+        cfg = config_from_settings(settings)
+        runs = read_runs(out / "stability_runs.csv")
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"`out` must hold a stability run's results ({out}: {exc})") from None
+    rng_rows = ranges(runs, cfg)
+    with open(out / "stability_ranges.csv", newline="") as fh:
+        recorded = list(csv.reader(fh))[1:]
+    again = [[_csv_cell(v) for v in r] for r in rng_rows]
+    if again != recorded:
+        raise ValueError("`out`: stability_ranges.csv does not follow from stability_runs.csv")
+    return plot(runs, cfg, rng_rows, out / "stability.png")
+
+
+def _csv_cell(v: object) -> str:
+    """A value as write_csv writes it."""
+    if isinstance(v, (float, np.floating)):
+        return repr(float(v))
+    return str(v)
 
 
 def run(out: str | Path, cfg: StabilityConfig | None = None, progress: bool = True) -> dict:
