@@ -58,7 +58,14 @@ def quick_docs(tmp_path_factory):
 
 def test_tables_count_what_the_csvs_hold(quick_docs):
     tables = reproduction.tables(quick_docs)
-    assert set(tables) == {"claims", "sweep_wins", "sweep_where", "delta", "stability"}
+    assert set(tables) == {
+        "claims",
+        "sweep_wins",
+        "sweep_where",
+        "sweep_by_k",
+        "delta",
+        "stability",
+    }
     with open(quick_docs / "sweep" / "estimator_error.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     cells = {}
