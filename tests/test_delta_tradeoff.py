@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import quick_runs
 import reference as ref
 
 import fobmaml as fm
@@ -39,9 +40,7 @@ SLOPE_COLUMNS = ["part", "family", "scheme", "exponent", "delta_min", "delta_max
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("delta")
-    cfg = dt.DeltaConfig.quick_config()
-    return out, cfg, dt.run(out, cfg, progress=False)
+    return quick_runs.quick_run("delta", tmp_path_factory)
 
 
 def _read(path):

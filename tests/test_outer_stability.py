@@ -9,6 +9,7 @@ from dataclasses import replace
 import mlp_reference as mref
 import numpy as np
 import pytest
+import quick_runs
 
 from fobmaml import cli, mlp
 from fobmaml.experiments import outer_stability as st
@@ -55,9 +56,7 @@ OPTIMIZERS = ["GD", "Momentum", "Adam", "ClippedGD", "NormalizedGD", "SNGDM"]
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("stability")
-    cfg = st.StabilityConfig.quick_config()
-    return out, cfg, st.run(out, cfg, progress=False)
+    return quick_runs.quick_run("stability", tmp_path_factory)
 
 
 def _read(path):

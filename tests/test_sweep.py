@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import quick_runs
 import reference as ref
 
 import fobmaml as fm
@@ -34,9 +35,7 @@ ESTIMATORS = [
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sweep")
-    cfg = sweep.SweepConfig.quick_config()
-    return out, cfg, sweep.run(out, cfg, progress=False)
+    return quick_runs.quick_run("sweep", tmp_path_factory)
 
 
 def _rows(out):
