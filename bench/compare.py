@@ -43,13 +43,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import peers
+from peers import problems as P
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import peers  # noqa: E402
-from peers import problems as P  # noqa: E402
-
-import fobmaml as fm  # noqa: E402
+import fobmaml as fm
 
 TOL = 1e-8
 #: Cores kept busy by other processes above which a cell's timing is marked as disturbed.

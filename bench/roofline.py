@@ -26,12 +26,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from _measure import best_time, machine, write_json
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _measure import best_time, machine, write_json  # noqa: E402
-
-import fobmaml as fm  # noqa: E402
+import fobmaml as fm
 
 
 def triad(threads: int, n: int) -> float:

@@ -47,6 +47,7 @@ def test_sinusoid_meta_gradient(benchmark, sinusoid_batch, name):
     assert g.shape == x.shape and np.isfinite(g).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(ESTIMATORS))
 def test_mnist1d_meta_gradient(benchmark, mnist1d_batch, name):
     benchmark.group = "MNIST-1D 5-way 5-shot [40,64,64,5] K=10"

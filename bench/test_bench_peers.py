@@ -8,16 +8,10 @@ enabled every body is warmed up before it is timed. The full comparison, with th
 table, is ``python bench/compare.py``.
 """
 
-import sys
-from pathlib import Path
-
 import numpy as np
+import peers  # bench/ is on the pytest pythonpath (pyproject.toml)
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import peers  # noqa: E402
-from peers import problems as P  # noqa: E402
+from peers import problems as P
 
 ESTIMATORS = ("MAML", "FOBMAML(symmetric)")
 CASES = [

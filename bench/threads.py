@@ -18,12 +18,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _measure import machine, write_json
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _measure import machine, write_json  # noqa: E402
-
-import fobmaml as fm  # noqa: E402
+import fobmaml as fm
 
 
 def problems(quick: bool):

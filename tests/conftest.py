@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 import numpy as np
 import pytest
+import reference as ref  # tests/ is on the pytest pythonpath (pyproject.toml)
 
-# The NumPy reference (tests/reference.py) is imported as a plain module.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import reference as ref  # noqa: E402
-
-import fobmaml as fm  # noqa: E402
+import fobmaml as fm
 
 
 @pytest.fixture

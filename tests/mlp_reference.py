@@ -1,6 +1,6 @@
 """An independent NumPy reference for the MLP task family and its estimators.
 
-Written from ``ESTIMATORS.md`` ("Task families", "Estimators") alone, one task at a
+Written from ``docs/estimators.md`` ("Task families", "The estimators") alone, one task at a
 time, for readability rather than speed. It does not import ``fobmaml``: the tests
 compare the library against this module, never the other way round.
 
@@ -25,17 +25,16 @@ How each derivative is obtained (all independent of the library's R-operator):
   exact to rounding, unlike a finite difference;
 - dense Hessians: column by column from those HVPs.
 
-The estimators follow ``tests/reference.py`` (the quadratic family's reference) line by
-line, with the task functions supplied by ``MLPTask``.
+The inner loop and the estimators are those of ``tests/reference.py`` (the quadratic
+family's reference), with the task functions supplied by ``MLPTask``.
 """
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
+import reference
 
 # ----------------------------------------------------------------------------------------
 # Parameters
@@ -294,161 +293,19 @@ def task_list(net: Net, Xs, Ys, Xq=None, Yq=None) -> list[MLPTask]:
 # ----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Inner:
-    """The inner-loop hyper-parameters: K, α, λ, β."""
-
-    steps: int
-    lr: float
-    lam: float
-    momentum: float = 0.0
-
-
-def inner_loop(
-    task: MLPTask,
-    x: np.ndarray,
-    inner: Inner,
-    extra_grad: Callable[[np.ndarray], np.ndarray] | None = None,
-) -> list[np.ndarray]:
-    """The trajectory ``[φ_0, ..., φ_K]`` of
-
-        φ_{-1} = φ_0 = x,
-        φ_{k+1} = φ_k − α (∇g(φ_k) + λ(φ_k − x)) + β (φ_k − φ_{k−1});
-
-    ``extra_grad(φ)`` is added to ``∇h`` (the gradient of a perturbation term).
-    """
-    alpha, lam, beta = inner.lr, inner.lam, inner.momentum
-    prev, cur = x.copy(), x.copy()
-    traj = [cur]
-    for _ in range(inner.steps):
-        grad = task.grad_g(cur) + lam * (cur - x)
-        if extra_grad is not None:
-            grad = grad + extra_grad(cur)
-        nxt = cur - alpha * grad + beta * (cur - prev)
-        prev, cur = cur, nxt
-        traj.append(cur)
-    return traj
-
-
-def adapt(task: MLPTask, x, inner: Inner) -> np.ndarray:
-    """``φ_K``."""
-    return inner_loop(task, x, inner)[-1]
-
-
-def meta_loss_k(tasks: list[MLPTask], x, inner: Inner) -> float:
-    """``F_K(x) = (1/m) Σ_i f_i(φ_{i,K}(x))``."""
-    return float(np.mean([t.f(adapt(t, x, inner)) for t in tasks]))
-
-
-# ----------------------------------------------------------------------------------------
-# Estimators, one task at a time
-# ----------------------------------------------------------------------------------------
-
-
-def fomaml(task: MLPTask, x, inner: Inner):
-    """``∇f(φ_K)``."""
-    return task.grad_f(adapt(task, x, inner))
-
-
-def reptile(task: MLPTask, x, inner: Inner):
-    """``(x − φ_K) / (α K)``."""
-    return (x - adapt(task, x, inner)) / (inner.lr * inner.steps)
-
-
-def _reverse_recursion(task: MLPTask, x, inner: Inner, hvp):
-    """The MAML reverse recursion of ``ESTIMATORS.md`` with ``H_k v = hvp(φ_k, v)``:
-
-    a_K = ∇f(φ_K);  a_{K+1} = 0;  G = 0
-    for k = K−1 down to 0:
-        G  += α λ a_{k+1}
-        a_k = (1 + β − αλ) a_{k+1} − α H_k a_{k+1} − β a_{k+2}
-    return G + a_0 − β a_1
-    """
-    alpha, lam, beta, K = inner.lr, inner.lam, inner.momentum, inner.steps
-    traj = inner_loop(task, x, inner)
-    a = [None] * (K + 2)
-    a[K] = task.grad_f(traj[K])
-    a[K + 1] = np.zeros_like(x)
-    G = np.zeros_like(x)
-    for k in range(K - 1, -1, -1):
-        G = G + alpha * lam * a[k + 1]
-        a[k] = (
-            (1 + beta - alpha * lam) * a[k + 1] - alpha * hvp(traj[k], a[k + 1]) - beta * a[k + 2]
-        )
-    return G + a[0] - beta * a[1]
-
-
-def maml(task: MLPTask, x, inner: Inner):
-    """MAML: the reverse recursion with exact (complex-step) HVPs."""
-    return _reverse_recursion(task, x, inner, task.hvp_g)
-
-
-def hfmaml(task: MLPTask, x, inner: Inner, eps: float):
-    """The MAML recursion with ``∇²g(φ)v ≈ (∇g(φ + εv) − ∇g(φ − εv)) / (2ε)``."""
-
-    def fd_hvp(phi, v):
-        return (task.grad_g(phi + eps * v) - task.grad_g(phi - eps * v)) / (2 * eps)
-
-    return _reverse_recursion(task, x, inner, fd_hvp)
-
-
-def conjugate_gradient(matvec, rhs, iters: int):
-    """``iters`` iterations of plain CG from ``u = 0``; stops early on a zero residual or
-    a zero curvature (where the recurrence is undefined)."""
-    u = np.zeros_like(rhs)
-    r = rhs.copy()
-    p = r.copy()
-    rr = r @ r
-    for _ in range(iters):
-        if rr == 0.0:
-            break
-        Mp = matvec(p)
-        curv = p @ Mp
-        if curv == 0.0:
-            break
-        step = rr / curv
-        u = u + step * p
-        r = r - step * Mp
-        rr_new = r @ r
-        p = r + (rr_new / rr) * p
-        rr = rr_new
-    return u
-
-
-def imaml(task: MLPTask, x, inner: Inner, cg_steps: int):
-    """``cg_steps`` of CG from ``u = 0`` on ``(I + ∇²g(φ_K)/λ) u = ∇f(φ_K)``."""
-    phi = adapt(task, x, inner)
-    lam = inner.lam
-    return conjugate_gradient(lambda v: v + task.hvp_g(phi, v) / lam, task.grad_f(phi), cg_steps)
-
-
-def fobmaml(task: MLPTask, x, inner: Inner, delta: float, scheme: str, perturbation: str):
-    """FO-B-MAML.
-
-    ``ψ^s_K`` is the inner loop on ``h(ψ; x) + s f(ψ)`` ("objective") or
-    ``h(ψ; x) + s ⟨v, ψ⟩`` with ``v = ∇f(φ_K)`` fixed ("linear").
-    forward: ``λ(φ_K − ψ^{+δ}_K)/δ``;  symmetric: ``λ(ψ^{−δ}_K − ψ^{+δ}_K)/(2δ)``.
-    """
-    lam = inner.lam
-    phi = adapt(task, x, inner)
-    if perturbation == "objective":
-
-        def perturbed(s):
-            return inner_loop(task, x, inner, lambda psi: s * task.grad_f(psi))[-1]
-
-    elif perturbation == "linear":
-        v = task.grad_f(phi)
-
-        def perturbed(s):
-            return inner_loop(task, x, inner, lambda psi: s * v)[-1]
-
-    else:
-        raise ValueError(perturbation)
-    if scheme == "forward":
-        return lam * (phi - perturbed(delta)) / delta
-    if scheme == "symmetric":
-        return lam * (perturbed(-delta) - perturbed(delta)) / (2 * delta)
-    raise ValueError(scheme)
+# The inner loop and the estimators are the quadratic reference's (``reference.py``): they
+# use a task only through its f, ∇g, ∇f and ∇²g·v, which MLPTask supplies.
+Inner = reference.Inner
+inner_loop = reference.inner_loop
+adapt = reference.adapt
+meta_loss_k = reference.meta_loss_k
+fomaml = reference.fomaml
+reptile = reference.reptile
+maml = reference.maml
+hfmaml = reference.hfmaml
+conjugate_gradient = reference.conjugate_gradient
+imaml = reference.imaml
+fobmaml = reference.fobmaml
 
 
 class NotConvex(ValueError):
@@ -511,9 +368,9 @@ def exact_meta_loss(tasks: list[MLPTask], x, inner: Inner) -> float:
 # ----------------------------------------------------------------------------------------
 
 
-def per_task(fn, tasks: list[MLPTask], x, *args, **kwargs) -> np.ndarray:
-    """Stack ``fn(task, x, ...)`` over tasks: shape (m, n)."""
-    return np.stack([fn(t, x, *args, **kwargs) for t in tasks])
+per_task = reference.per_task
+rel_err = reference.rel_err
+seed_of = reference.seed_of
 
 
 def central_differences(fun, x, h):
@@ -525,18 +382,3 @@ def central_differences(fun, x, h):
         e[j] = h
         cols.append((np.asarray(fun(x + e)) - np.asarray(fun(x - e))) / (2 * h))
     return np.stack(cols, axis=-1)
-
-
-def rel_err(actual, desired) -> float:
-    """The largest row-wise relative error ``||actual − desired|| / ||desired||``."""
-    actual = np.atleast_2d(np.asarray(actual, dtype=float))
-    desired = np.atleast_2d(np.asarray(desired, dtype=float))
-    assert actual.shape == desired.shape, (actual.shape, desired.shape)
-    num = np.linalg.norm(actual - desired, axis=-1)
-    den = np.linalg.norm(desired, axis=-1)
-    return float(np.max(num / den))
-
-
-def seed_of(*parts: object) -> int:
-    """A stable seed from a test's parameters (Python's hash() is salted per process)."""
-    return zlib.crc32(repr(parts).encode())

@@ -1,10 +1,10 @@
-"""An independent NumPy reference for the estimators of ``ESTIMATORS.md``.
+"""An independent NumPy reference for the estimators of ``docs/estimators.md``.
 
 Written from the specification alone, one task at a time, for readability rather
 than speed. It does not import ``fobmaml``: the tests compare the library against
 this module, never the other way round.
 
-Notation (``ESTIMATORS.md``): task ``i`` has a support loss ``g`` and a query loss
+Notation (``docs/estimators.md``): task ``i`` has a support loss ``g`` and a query loss
 ``f``; the inner problem is ``h(φ; x) = g(φ) + (λ/2)||φ − x||²``; the inner loop is
 heavy-ball gradient descent
 
@@ -153,8 +153,8 @@ def reptile(task: Quadratic, x, inner: Inner):
     return (x - adapt(task, x, inner)) / (inner.lr * inner.steps)
 
 
-def _reverse_recursion(task: Quadratic, x, inner: Inner, hvp):
-    """The MAML reverse recursion, exactly as written in ``ESTIMATORS.md``.
+def reverse_recursion(task: Quadratic, x, inner: Inner, hvp):
+    """The MAML reverse recursion, exactly as written in ``docs/estimators.md``.
 
     a_K = ∇f(φ_K);  a_{K+1} = 0;  G = 0
     for k = K−1 down to 0:
@@ -178,7 +178,7 @@ def _reverse_recursion(task: Quadratic, x, inner: Inner, hvp):
 
 def maml(task: Quadratic, x, inner: Inner):
     """MAML by the reverse recursion with exact Hessian-vector products."""
-    return _reverse_recursion(task, x, inner, task.hvp_g)
+    return reverse_recursion(task, x, inner, task.hvp_g)
 
 
 def maml_forward(task: Quadratic, x, inner: Inner):
@@ -248,11 +248,15 @@ def hfmaml(task: Quadratic, x, inner: Inner, eps: float):
     def fd_hvp(phi, v):
         return (task.grad_g(phi + eps * v) - task.grad_g(phi - eps * v)) / (2 * eps)
 
-    return _reverse_recursion(task, x, inner, fd_hvp)
+    return reverse_recursion(task, x, inner, fd_hvp)
 
 
 def conjugate_gradient(matvec, rhs, iters: int):
-    """``iters`` iterations of plain CG from ``u = 0`` (stops early on a zero residual)."""
+    """``iters`` iterations of plain CG from ``u = 0``; stops early on a zero residual or
+    a zero curvature (where the recurrence is undefined).
+
+    The one CG of the references: ``mlp_reference`` and the fuzz tests use it too.
+    """
     u = np.zeros_like(rhs)
     r = rhs.copy()
     p = r.copy()
@@ -261,7 +265,10 @@ def conjugate_gradient(matvec, rhs, iters: int):
         if rr == 0.0:
             break
         Mp = matvec(p)
-        step = rr / (p @ Mp)
+        curv = p @ Mp
+        if curv == 0.0:
+            break
+        step = rr / curv
         u = u + step * p
         r = r - step * Mp
         rr_new = r @ r

@@ -6,17 +6,13 @@ that are not timings (the peers' agreement, the predicted workspace).
 
 import csv
 import json
-import sys
 from pathlib import Path
 
+import gil
+import memory  # bench/ is on the pytest pythonpath (pyproject.toml)
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-sys.path.insert(0, str(BENCH))
-
-import memory  # noqa: E402
-import roofline  # noqa: E402
-import threads  # noqa: E402
+import roofline
+import threads
 
 pytestmark = pytest.mark.slow
 
@@ -34,6 +30,18 @@ def test_threads_quick(tmp_path):
         one, top = float(r["one_thread_s"]), float(r["all_threads_s"])
         assert one > 0 and top > 0
         assert float(r["speedup"]) == pytest.approx(one / top)
+
+
+def test_gil_quick(tmp_path, capsys):
+    assert gil.main(["--quick", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "gil.json").read_text())
+    assert data["quick"] is True and len(data["cases"]) == 4
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 4
+    for line, (name, r) in zip(printed, data["cases"].items()):
+        assert line.startswith(name + ": one call")
+        assert r["one_call_s"] > 0 and r["two_calls_s"] > 0
+        assert r["ratio"] == pytest.approx(r["two_calls_s"] / r["one_call_s"])
 
 
 def test_roofline_quick(tmp_path):

@@ -94,6 +94,7 @@ def test_the_layout_is_magic_fields_digest_header_payload(saved):
         np.testing.assert_array_equal(npz["x"], np.linspace(-1, 1, 7))
 
 
+@pytest.mark.slow
 def test_every_flipped_bit_is_detected(saved):
     data = saved.read_bytes()
     flipped = saved.with_name("flipped.ckpt")
@@ -105,6 +106,7 @@ def test_every_flipped_bit_is_detected(saved):
             load_checkpoint(flipped)
 
 
+@pytest.mark.slow
 def test_every_truncation_and_any_trailing_data_are_detected(saved):
     data = saved.read_bytes()
     cut = saved.with_name("cut.ckpt")
@@ -508,3 +510,24 @@ def test_checkpointing_does_not_change_the_run(tmp_path):
         if key != "time":
             np.testing.assert_array_equal(ck.arrays[f"history/{key}"], column)
     np.testing.assert_array_equal(ck.arrays["x"], ref.x)
+
+
+def test_fingerprints_encode_what_json_cannot_by_repr_but_metadata_refuses_it(tmp_path):
+    # One JSON default, two policies: a run's fingerprint describes (repr), a checkpoint's
+    # metadata must load back as it was saved (TypeError).
+    odd = object()
+    fp = fm.checkpoint.fingerprint(n=np.int64(3), x=np.float64(0.5), odd=odd, shape=(2,))
+    assert fp == {"n": 3, "x": 0.5, "odd": repr(odd), "shape": [2]}
+    assert type(fp["n"]) is int
+    with pytest.raises(TypeError, match="`metadata` must be JSON-serialisable: found object"):
+        fm.save_checkpoint(tmp_path / "c.ckpt", {}, {"odd": odd})
+    est = fm.FOBMAML(fm.InnerLoop(lam=1.0))
+    assert fm.checkpoint.describe(est) == {
+        "type": "fobmaml.estimators.FOBMAML",
+        "params": est.get_params(),
+    }
+    fm.checkpoint.check_fingerprint("p", fp, dict(fp))
+    with pytest.raises(fm.CheckpointError, match="`n` differs .*checkpoint: 3; this call: 4"):
+        fm.checkpoint.check_fingerprint("p", fp, {**fp, "n": 4})
+    with pytest.raises(fm.CheckpointError, match="has no run configuration"):
+        fm.checkpoint.check_fingerprint("p", None, fp)

@@ -439,3 +439,15 @@ def test_fewshot_sampling_rejects_a_bad_generator():
     for call in (sampler, sampler.sample, sampler.sample_episode):
         with pytest.raises(TypeError, match="`rng` must be a numpy.random.Generator"):
             call(42)
+
+
+def test_samplers_compare_by_their_parameters_and_are_unhashable():
+    a, b = fm.datasets.sinusoid(4, 5), fm.datasets.sinusoid(4, 5)
+    assert a == b and a != fm.datasets.sinusoid(4, 6)
+    m = fm.datasets.mnist1d_fewshot(3, 1, 2, num_samples=200)
+    assert m == fm.datasets.mnist1d_fewshot(3, 1, 2, num_samples=200)
+    assert m != fm.datasets.mnist1d_fewshot(3, 1, 2, num_samples=300)
+    assert a != m and m != a
+    for sampler in (a, m):
+        with pytest.raises(TypeError, match="unhashable"):
+            hash(sampler)

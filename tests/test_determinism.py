@@ -17,6 +17,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import fobmaml as fm
 
@@ -66,6 +67,7 @@ print(fm.get_num_threads(), res.x.tobytes().hex(), res.history["meta_loss"].toby
 """
 
 
+@pytest.mark.slow
 def test_omp_num_threads_one_and_two_give_identical_trajectories():
     out = {}
     for k in ("1", "2"):

@@ -409,3 +409,23 @@ def test_point_helpers_reject_bad_input():
         dg.trajectory_points(X0, TASKS, est, fm.GD(0.1), 3, callback=print)
     with pytest.raises(ValueError, match="`every` must be >= 1"):
         dg.trajectory_points(X0, TASKS, est, fm.GD(0.1), 3, every=0)
+
+
+def test_smoothness_options_object_and_keywords_are_the_same_options():
+    x = POINTS[1]
+    opts = dg.SmoothnessOptions(method="power", power_iters=30, seed=2)
+    by_object = dg.local_smoothness(x, TASKS, EXACT, opts)
+    by_keywords = dg.local_smoothness(x, TASKS, EXACT, method="power", power_iters=30, seed=2)
+    same = np.array(by_object[:5]), np.array(by_keywords[:5])  # mean is NaN for "power"
+    np.testing.assert_array_equal(*same)
+    assert by_object[5:] == by_keywords[5:]
+    override = dg.local_smoothness(x, TASKS, EXACT, opts, power_iters=3)
+    assert override.evaluations == 1 + 2 * 3 < by_object.evaluations
+    prof = dg.smoothness_profile(POINTS[:2], TASKS, EXACT, opts)
+    assert prof.smoothness[1] == by_object.smoothness
+    with pytest.raises(TypeError, match="`options` must be a SmoothnessOptions"):
+        dg.local_smoothness(x, TASKS, EXACT, {"method": "power"})
+    with pytest.raises(ValueError, match="`radius` must be > 0"):
+        dg.SmoothnessOptions(radius=0.0)
+    with pytest.raises(AttributeError, match="immutable"):
+        opts.radius = 1.0

@@ -236,7 +236,7 @@ def test_non_task_batch_raises_type_error(bad):
         lambda: fm.MAML(inner).meta_gradient(x, bad),
         lambda: fm.FOBMAML(inner).estimate(x, bad),
         lambda: fm.Exact(inner).meta_loss(x, bad),
-        lambda: fm.meta_loss(x, bad, inner),
+        lambda: fm.meta_loss_k(x, bad, inner),
         lambda: fm.adapt(x, bad, inner),
     ):
         with pytest.raises(TypeError, match="`tasks` must be a fobmaml task batch"):
@@ -246,7 +246,7 @@ def test_non_task_batch_raises_type_error(bad):
 def test_meta_loss_and_adapt_check_inner_and_x(arrays):
     tasks = fm.QuadraticTasks(arrays["A"], arrays["b"])
     inner = fm.InnerLoop(steps=2, lr=0.1)
-    for fn in (fm.meta_loss, fm.adapt):
+    for fn in (fm.meta_loss_k, fm.adapt):
         with pytest.raises(TypeError, match="`inner` must be a fobmaml.InnerLoop"):
             fn(arrays["x"], tasks, {"steps": 2})
         with pytest.raises(ValueError, match="`x` must have shape"):
@@ -335,7 +335,7 @@ def test_diverging_inner_loop_names_task_and_step(kind):
     assert "diverged" in msg
 
 
-@pytest.mark.parametrize("fn", [fm.meta_loss, fm.adapt], ids=["meta_loss", "adapt"])
+@pytest.mark.parametrize("fn", [fm.meta_loss_k, fm.adapt], ids=["meta_loss", "adapt"])
 def test_diverging_inner_loop_in_meta_loss_and_adapt(fn):
     A, b, inner = _one_diverging_task()
     step = _expected_divergence_step(A[2], b[2], inner.lam, inner.lr, np.zeros(3))
@@ -504,3 +504,38 @@ def test_quadratic_tasks_dataset_argument_errors(changes, exc, message):
     m, n = kwargs.pop("m"), kwargs.pop("n")
     with pytest.raises(exc, match=message):
         fm.datasets.quadratic_tasks(m, n, **kwargs)
+
+
+# -- the status vocabulary --------------------------------------------------------------------
+def test_status_codes_and_stages_come_from_the_kernels_enums():
+    # status.hpp numbers its enumerators from 0 without gaps; the bound enums must too, so a
+    # value the kernels write always has a name, and every stage has a sentence.
+    Code, Stage = fm.errors.Code, fm.errors.Stage
+    assert [int(c) for c in Code.__members__.values()] == list(range(len(Code.__members__)))
+    assert [int(s) for s in Stage.__members__.values()] == list(range(len(Stage.__members__)))
+    assert list(Code.__members__) == [
+        "ok",
+        "non_finite",
+        "diverged",
+        "not_pos_def",
+        "not_converged",
+    ]
+    for stage in Stage.__members__.values():
+        status = fm.errors.TaskStatus(
+            np.array([int(Code.non_finite)]), np.array([int(stage)]), np.array([3]), np.zeros(1)
+        )
+        assert re.fullmatch(
+            r"non-finite value \(NaN or Inf\) at task 0, step 3 of the .+", status.describe(0)
+        ), stage
+
+
+def test_task_status_masks():
+    Code = fm.errors.Code
+    codes = np.array([int(c) for c in Code.__members__.values()])
+    status = fm.errors.TaskStatus(codes, np.zeros(5, int), np.full(5, -1), np.zeros(5))
+    assert status.ok.tolist() == [True, False, False, False, False]
+    assert status.diverged.tolist() == [False, True, True, False, False]
+    only = status.restricted(np.array([False, False, False, True, False]))
+    assert only.ok.tolist() == [True, True, True, False, True]
+    with pytest.raises(fm.NotPositiveDefiniteError, match="task 3"):
+        fm.errors.raise_for_status(only, "test")

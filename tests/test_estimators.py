@@ -1,6 +1,6 @@
 """Every estimator against the independent NumPy reference, finite differences and
 closed forms on random quadratic tasks, plus the convergence properties that
-``ESTIMATORS.md`` claims (bias orders of FO-B-MAML, the persistent bias of the
+``docs/estimators.md`` claims (bias orders of FO-B-MAML, the persistent bias of the
 first-order baselines, MAML/IMAML -> Exact, momentum helping FO-B-MAML)."""
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ def test_maml_matches_central_differences_of_meta_loss(beta, lam, sep):
     x = rng.standard_normal(n)
     inner, rinner = fm.InnerLoop(9, 0.3, lam, beta), ref.Inner(9, 0.3, lam, beta)
 
-    fd_lib = _central_differences(lambda z: fm.meta_loss(z, tasks, inner), x, FD_STEP)
+    fd_lib = _central_differences(lambda z: fm.meta_loss_k(z, tasks, inner), x, FD_STEP)
     fd_ref = _central_differences(lambda z: ref.meta_loss_k(T, z, rinner), x, FD_STEP)
     assert ref.rel_err(fd_lib, fd_ref) <= FD_RTOL
     assert ref.rel_err(fm.MAML(inner).meta_gradient(x, tasks), fd_lib) <= FD_RTOL
@@ -239,7 +239,7 @@ def test_meta_loss_and_adapt_match_reference(beta, lam, sep, K):
     assert ref.rel_err(phi, ref.per_task(ref.adapt, T, x, rinner)) <= 1e-12
     assert ref.rel_err(phi, ref.per_task(ref.adapt_closed_form, T, x, rinner)) <= 1e-10
 
-    F = fm.meta_loss(x, tasks, inner)
+    F = fm.meta_loss_k(x, tasks, inner)
     assert isinstance(F, float)
     for F_ref in (ref.meta_loss_k(T, x, rinner), ref.meta_loss_k_closed_form(T, x, rinner)):
         assert abs(F - F_ref) <= 1e-10 * (1.0 + abs(F_ref))
@@ -433,3 +433,11 @@ def test_momentum_speeds_up_fobmaml():
                 break
     assert set(needed) == {"gd", "heavy-ball"}, needed
     assert 4 * needed["heavy-ball"] <= needed["gd"], needed
+
+
+def test_meta_loss_is_a_deprecated_name_of_meta_loss_k(problem):
+    tasks, _, x, _ = problem(3, 4)
+    inner = fm.InnerLoop(steps=3, lr=0.1, lam=1.0)
+    with pytest.warns(DeprecationWarning, match="now called fobmaml.meta_loss_k"):
+        old = fm.meta_loss(x, tasks, inner)
+    assert old == fm.meta_loss_k(x, tasks, inner)

@@ -12,6 +12,9 @@ import pytest
 import fobmaml as fm
 from fobmaml.experiments import mnist1d_fewshot, sinusoid
 
+# Runs the experiments' quick configurations end to end.
+pytestmark = pytest.mark.slow
+
 
 def test_fobmaml_meta_training_beats_no_meta_training_on_held_out_sines():
     layers = [1, 20, 20, 1]

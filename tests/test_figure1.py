@@ -11,6 +11,9 @@ import pytest
 import fobmaml as fm
 from fobmaml.experiments import figure1
 
+# Runs the Figure 1 experiment's quick configuration end to end.
+pytestmark = pytest.mark.slow
+
 
 def dense_optimum(tasks, lam):
     """x* and F* of F(x) = mean_i f_i(phi*_i(x)) by dense linear algebra.

@@ -230,6 +230,7 @@ def lines_of(stream):
     return lines
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT by os.kill is POSIX")
 @pytest.mark.parametrize("case, on_interrupt", [("fixed", "raise"), ("sampler", "return")])
 def test_sigint_in_a_child_process_then_resume(case, on_interrupt, tmp_path):

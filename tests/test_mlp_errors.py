@@ -235,7 +235,7 @@ def _entry_points(tasks):
         "MAML": lambda x: fm.MAML(inner).meta_gradient(x, tasks),
         "FOBMAML": lambda x: fm.FOBMAML(inner).task_gradients(x, tasks),
         "Exact": lambda x: fm.Exact(inner).estimate(x, tasks),
-        "meta_loss": lambda x: fm.meta_loss(x, tasks, inner),
+        "meta_loss": lambda x: fm.meta_loss_k(x, tasks, inner),
         "adapt": lambda x: fm.adapt(x, tasks, inner),
         "evaluate": lambda x: fm.evaluate(x, tasks, inner),
         "losses": lambda x: tasks.losses(x),
@@ -359,7 +359,7 @@ def test_divergence_raises_floating_point_error_naming_task_and_step(one_bad_tas
 def test_divergence_in_meta_loss_adapt_evaluate(one_bad_task, entry):
     tasks, x = one_bad_task
     inner = fm.InnerLoop(steps=60, lr=0.5)
-    fn = {"meta_loss": fm.meta_loss, "adapt": fm.adapt, "evaluate": fm.evaluate}[entry]
+    fn = {"meta_loss": fm.meta_loss_k, "adapt": fm.adapt, "evaluate": fm.evaluate}[entry]
     with pytest.raises(FloatingPointError, match=r"diverged at task 2, step \d+ of the inner loop"):
         fn(x, tasks, inner)
 
@@ -429,7 +429,7 @@ def test_exact_at_a_saddle_point_does_not_return_silently():
     # (W_2 = 0 kills the backward signal, tanh(0) = 0 kills the forward one), so GD on the
     # inner problem only moves the output bias and converges -- to a saddle of h, not a
     # minimizer. With λ = 0.05, ∇²g + λI has eigenvalues ≈ −5.1 at that point (the W_1–W_2
-    # cross terms), so by the contract of ESTIMATORS.md (Exact needs ∇²g(φ*) + λI positive
+    # cross terms), so by the contract of docs/estimators.md (Exact needs ∇²g(φ*) + λI positive
     # definite) and the docstring of fm.Exact ("the call fails instead of returning
     # garbage"), a documented error must be raised. The right-hand side λ∇f(φ) lives in the
     # output-bias direction, an eigenvector of the Hessian with positive curvature, so CG

@@ -13,6 +13,7 @@ import pickle
 import numpy as np
 import pytest
 
+import fobmaml as fm
 from fobmaml import optim
 from fobmaml.optim import (
     GD,
@@ -444,3 +445,20 @@ def test_bad_params_raise():
         GD(0.1).init(np.zeros(0))
     with pytest.raises(ValueError, match="`params` must contain only finite"):
         GD(0.1).step(np.array([np.nan, 0, 0, 0]), np.ones(N), GD(0.1).init(X0))
+
+
+def test_an_overflowing_step_says_what_became_non_finite():
+    x = np.zeros(2)
+    cases = [
+        (GD(lr=1e300), np.array([1e300, 0.0]), x, "update"),
+        (Adam(lr=0.1), np.array([1e200, -1e200]), x, "optimizer state"),
+        (GD(lr=1.0), np.array([1e308, 0.0]), np.array([-1e308, 0.0]), "x"),
+    ]
+    for opt, g, x0, what in cases:
+        with pytest.raises(fm.NonFiniteStepError, match="overflowed") as info:
+            opt.step(x0, g, opt.init(x0))
+        assert isinstance(info.value, FloatingPointError)
+        assert info.value.what == what, (opt, info.value)
+        again = pickle.loads(pickle.dumps(info.value))
+        assert type(again) is fm.NonFiniteStepError
+        assert (str(again), again.what) == (str(info.value), what)

@@ -7,16 +7,10 @@ to keep JAX's compilations few): the mean meta-gradient equals
 fobmaml's to 1e-8 relative, in float64. Peers whose packages are missing are skipped.
 """
 
-import sys
-from pathlib import Path
-
 import numpy as np
+import peers  # bench/ is on the pytest pythonpath (pyproject.toml)
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-import peers  # noqa: E402
-from peers import problems as P  # noqa: E402
+from peers import problems as P
 
 TOL = 1e-8
 

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# Runs the README's example.
+pytestmark = pytest.mark.slow
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 

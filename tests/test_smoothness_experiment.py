@@ -12,6 +12,9 @@ import pytest
 from fobmaml.experiments import smoothness
 from fobmaml.experiments._io import with_overrides
 
+# Runs the smoothness experiment's quick configuration end to end.
+pytestmark = pytest.mark.slow
+
 OUTPUTS = [
     "smoothness.png",
     "smoothness_points.csv",

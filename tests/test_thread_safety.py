@@ -14,8 +14,8 @@ What is guaranteed (and tested here)
   with read-only state arrays). Estimators are immutable too (assigning an attribute
   raises ``AttributeError``). They build their kernel configuration once, on first use;
   two threads making that first call at once both build the same one, which is harmless.
-- The kernels release the GIL, so concurrent calls run in parallel
-  (``test_gil_released_calls_overlap`` prints how much; it asserts nothing about time).
+- The kernels release the GIL, so concurrent calls run in parallel (``bench/gil.py``
+  measures how much; no test asserts a time).
 
 What is not guaranteed
 ----------------------
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -154,7 +153,7 @@ def _function_jobs():
         rows = np.random.default_rng(1).uniform(-0.5, 0.5, (tasks.num_tasks, tasks.dim))
         v = np.random.default_rng(2).uniform(-1, 1, tasks.dim)
         jobs += [
-            (f"meta_loss/{fam}", lambda t=tasks, x=x, i=inner: fm.meta_loss(x, t, i)),
+            (f"meta_loss/{fam}", lambda t=tasks, x=x, i=inner: fm.meta_loss_k(x, t, i)),
             (f"adapt/{fam}", lambda t=tasks, x=x, i=inner: fm.adapt(x, t, i)),
             (f"evaluate/{fam}", lambda t=tasks, x=x, i=inner: fm.evaluate(x, t, i)),
             (
@@ -268,64 +267,3 @@ def test_concurrent_meta_train_matches_serial(restore_threads):
             concurrent = list(pool.map(job, [i for i in range(len(runs)) for _ in range(3)]))
     for k, result in enumerate(concurrent):
         _assert_same(result, serial[k // 3], f"meta_train run {k // 3}")
-
-
-def _best_time(fn, reps=3):
-    best = np.inf
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def _python_loop():
-    total = 0
-    for i in range(300_000):
-        total += i
-    return total
-
-
-def test_gil_released_calls_overlap(capsys, restore_threads):
-    """Two threads, each running one long call: do they overlap? Printed, not asserted.
-
-    Two baselines calibrate the machine: NumPy's ``sin`` on a large array (releases the
-    GIL: the best overlap this machine gives now) and a pure-Python loop (holds the GIL:
-    serialized, about 2x or worse). On a loaded machine even the first stays near 2x.
-    """
-    quad = fm.datasets.quadratic_tasks(4, 120, kappa=100.0, seed=0)
-    rng = np.random.default_rng(0)
-    X = rng.uniform(-2, 2, (4, 40, 1))
-    mlp = fm.MLPTasks(X, np.sin(X), layers=[1, 32, 32, 1], activation="tanh")
-    big = rng.uniform(size=1_000_000)
-    fob = fm.FOBMAML(fm.InnerLoop(steps=1500, lr=0.5, lam=1.0), scheme="symmetric")
-    maml = fm.MAML(fm.InnerLoop(steps=60, lr=0.05, lam=1.0))
-    cases = {
-        "FOBMAML.meta_gradient, quadratic n=120, K=1500": lambda: fob.meta_gradient(
-            np.zeros(120), quad
-        ),
-        "MAML.meta_gradient, MLP 1-32-32-1, K=60": lambda: maml.meta_gradient(
-            np.zeros(mlp.dim), mlp
-        ),
-        "baseline: numpy.sin, 1e6 entries x 3 (releases the GIL)": lambda: [
-            np.sin(big) for _ in range(3)
-        ],
-        "baseline: Python loop (holds the GIL)": _python_loop,
-    }
-    lines = []
-    with fm.num_threads(1):  # one core per call: two calls can use both cores
-        for name, fn in cases.items():
-            fn()  # warm up
-
-            def two(fn=fn):
-                with ThreadPoolExecutor(max_workers=2) as pool:
-                    for f in [pool.submit(fn), pool.submit(fn)]:
-                        f.result()
-
-            single, pair = _best_time(fn), _best_time(two)
-            lines.append(
-                f"{name}: one call {single * 1e3:.1f} ms, two concurrent calls "
-                f"{pair * 1e3:.1f} ms = {pair / single:.2f}x (1x: full overlap, 2x: serialized)"
-            )
-    with capsys.disabled():
-        print("\n[GIL release] " + "\n[GIL release] ".join(lines))

@@ -12,8 +12,9 @@ Every peer module exposes the same small interface:
 - ``settings()``: versions and thread settings, for the report.
 
 The peers are optional: :func:`load` imports one, and :func:`missing` says which of its
-packages are not installed. Run them from the ``bench`` directory (``bench/`` on
-``sys.path``), as ``bench/compare.py`` and the tests do.
+packages are not installed. They import as a top-level package with ``bench/`` on
+``sys.path``: a script in ``bench/`` has it there, and pytest's ``pythonpath`` setting
+puts it there for the tests.
 """
 
 from __future__ import annotations

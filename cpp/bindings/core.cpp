@@ -1,5 +1,5 @@
 // fobmaml._core: the module definition. The task families are bound in their own
-// translation units (quadratic.cpp, mlp.cpp), which share common.hpp; pybind11 is
+// translation units (quadratic.cpp, net.cpp), which share common.hpp; pybind11 is
 // included only under cpp/bindings/. Arguments are checked there, outputs are
 // allocated there, and the GIL is released while the kernels run.
 #include <pybind11/pybind11.h>
@@ -12,6 +12,7 @@
 #include "common.hpp"
 #include "fobmaml/batch.hpp"
 #include "fobmaml/estimators.hpp"
+#include "fobmaml/status.hpp"
 #include "fobmaml/types.hpp"
 
 namespace py = pybind11;
@@ -80,7 +81,7 @@ PYBIND11_MODULE(FOBMAML_MODULE, m) {
       .def_readwrite("pd_check_steps", &EstimatorConfig::pd_check_steps);
 
   bindings::bind_quadratic(m);
-  bindings::bind_mlp(m);
+  bindings::bind_net(m);
 
   m.def("max_threads", &max_threads);
   m.def("set_num_threads", &fobmaml::set_num_threads, py::arg("k"),
@@ -140,11 +141,24 @@ PYBIND11_MODULE(FOBMAML_MODULE, m) {
     return d;
   });
 
-  py::list codes, stages;
-  for (const char* s : {"ok", "non_finite", "diverged", "not_pos_def", "not_converged"}) codes.append(s);
-  for (const char* s : {"none", "inner_loop", "perturbed_plus", "perturbed_minus", "backward", "cg",
-                        "inner_solve", "direct_solve", "query", "curvature_probe", "output"})
-    stages.append(s);
-  m.attr("STATUS_CODES") = codes;
-  m.attr("STATUS_STAGES") = stages;
+  // The per-task status vocabulary of status.hpp, bound as enums: each name is tied to its
+  // enumerator, so Python reads codes and stages from the header, not from a parallel list.
+  py::enum_<Code>(m, "Code", py::module_local())
+      .value("ok", Code::ok)
+      .value("non_finite", Code::non_finite)
+      .value("diverged", Code::diverged)
+      .value("not_pos_def", Code::not_pos_def)
+      .value("not_converged", Code::not_converged);
+  py::enum_<Stage>(m, "Stage", py::module_local())
+      .value("none", Stage::none)
+      .value("inner_loop", Stage::inner_loop)
+      .value("perturbed_plus", Stage::perturbed_plus)
+      .value("perturbed_minus", Stage::perturbed_minus)
+      .value("backward", Stage::backward)
+      .value("cg", Stage::cg)
+      .value("inner_solve", Stage::inner_solve)
+      .value("direct_solve", Stage::direct_solve)
+      .value("query", Stage::query)
+      .value("curvature_probe", Stage::curvature_probe)
+      .value("output", Stage::output);
 }

@@ -10,12 +10,12 @@
 
 import contextlib
 
-from . import checkpoint, datasets, diagnostics, mlp, optim
+from . import checkpoint, datasets, diagnostics, mlp, nn, optim
 from ._native import ISA as _ISA
 from ._native import core as _core
 from ._version import __version__
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .errors import ConvergenceError, NotPositiveDefiniteError
+from .errors import ConvergenceError, NonFiniteStepError, NotPositiveDefiniteError
 from .estimators import (
     FOBMAML,
     FOMAML,
@@ -29,12 +29,13 @@ from .estimators import (
     adapt,
     get_memory_limit,
     meta_loss,
+    meta_loss_k,
     set_memory_limit,
 )
 from .evaluation import Evaluation, evaluate
 from .inner import InnerLoop
 from .optim import GD, SGD, SNGDM, Adam, ClippedGD, Momentum, NormalizedGD, Optimizer
-from .tasks import MLPTasks, QuadraticTasks, TaskBatch
+from .tasks import MLPTasks, NetTasks, QuadraticTasks, TaskBatch
 from .train import TrainResult, meta_train
 
 
@@ -91,7 +92,9 @@ __all__ = [
     "TaskBatch",
     "QuadraticTasks",
     "MLPTasks",
+    "NetTasks",
     "mlp",
+    "nn",
     "Estimate",
     "Estimator",
     "MAML",
@@ -101,6 +104,7 @@ __all__ = [
     "HFMAML",
     "FOBMAML",
     "Exact",
+    "meta_loss_k",
     "meta_loss",
     "adapt",
     "evaluate",
@@ -122,4 +126,5 @@ __all__ = [
     "load_checkpoint",
     "NotPositiveDefiniteError",
     "ConvergenceError",
+    "NonFiniteStepError",
 ]

@@ -7,6 +7,7 @@ Every check names the argument and says what was expected, e.g.
 from __future__ import annotations
 
 import numbers
+from typing import Any
 
 import numpy as np
 
@@ -95,6 +96,30 @@ def float_array(
     if not np.isfinite(arr).all():
         raise ValueError(f"`{name}` must contain only finite values (found NaN or Inf)")
     return arr
+
+
+def task_batch(value: object, what: str = "`tasks`") -> Any:
+    """`value` if it is a fobmaml task batch (a :class:`fobmaml.TaskBatch`), else TypeError.
+
+    ``what`` names the argument in the message, e.g. "`eval_tasks`".
+    """
+    from .tasks import TaskBatch  # here: tasks imports this module
+
+    if not isinstance(value, TaskBatch):
+        raise TypeError(
+            f"{what} must be a fobmaml task batch such as QuadraticTasks or MLPTasks "
+            f"(got {type(value).__name__})"
+        )
+    return value
+
+
+def inner_loop(value: object) -> Any:
+    """`value` if it is a :class:`fobmaml.InnerLoop`, else TypeError naming `inner`."""
+    from .inner import InnerLoop  # here: inner imports this module
+
+    if not isinstance(value, InnerLoop):
+        raise TypeError(f"`inner` must be a fobmaml.InnerLoop (got {type(value).__name__})")
+    return value
 
 
 def params_vector(x: object, n: int, name: str = "x") -> np.ndarray:

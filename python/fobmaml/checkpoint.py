@@ -31,8 +31,8 @@ Windows) and then ``fsync``\ s the directory (POSIX), so that after a crash, a p
 loss or an interrupt the path holds either the previous complete checkpoint or the new
 one, never a mixture. The temporary file is removed if anything fails.
 
-Examples
---------
+Example
+-------
 >>> import os, tempfile, numpy as np
 >>> from fobmaml.checkpoint import save_checkpoint, load_checkpoint
 >>> path = os.path.join(tempfile.mkdtemp(), "run.ckpt")
@@ -44,6 +44,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -64,6 +65,9 @@ __all__ = [
     "load_checkpoint",
     "flatten_state",
     "restore_state",
+    "describe",
+    "fingerprint",
+    "check_fingerprint",
 ]
 
 #: The version written by :func:`save_checkpoint`, and the only one read.
@@ -104,9 +108,13 @@ class Checkpoint(NamedTuple):
 
 
 # -- writing --------------------------------------------------------------------------------
-def _json_default(obj: object) -> object:
+def _json_default(obj: object, *, lenient: bool = False) -> object:
+    """JSON for what ``json`` cannot encode: NumPy scalars as Python ones; anything else
+    is a TypeError, or its ``repr`` when ``lenient`` (fingerprints describe, never load)."""
     if isinstance(obj, np.generic):
         return obj.item()
+    if lenient:
+        return repr(obj)
     raise TypeError(
         f"`metadata` must be JSON-serialisable: found {type(obj).__name__} {obj!r} "
         "(use dicts, lists, str, int, float, bool and None)"
@@ -383,3 +391,70 @@ def restore_state(template: Any, spec: Any, arrays: list[np.ndarray]) -> Any:
         raise fail(where, f"unsupported template leaf {type(node).__name__}")
 
     return walk(template, spec, "state")
+
+
+# -- fingerprints of a run ------------------------------------------------------------------
+def describe(obj: Any) -> dict:
+    """An estimator's or optimizer's identity: its type and parameters (or ``repr``).
+
+    ``{"type": "<module>.<qualname>", "params": obj.get_params()}``, with ``repr(obj)``
+    as the parameters of objects without ``get_params``.
+
+    >>> import fobmaml as fm
+    >>> describe(fm.GD(lr=0.5))
+    {'type': 'fobmaml.optim.GD', 'params': {'name': 'GD', 'lr': 0.5}}
+    """
+    kind = f"{type(obj).__module__}.{type(obj).__qualname__}"
+    get_params = getattr(obj, "get_params", None)
+    return {"type": kind, "params": get_params() if callable(get_params) else repr(obj)}
+
+
+def fingerprint(**items: Any) -> dict:
+    """The configuration of a run as it reads back from a checkpoint's JSON header.
+
+    Encoded and decoded once (NumPy scalars become Python numbers, other values that
+    JSON cannot hold their ``repr``), so that a fingerprint computed now compares equal
+    to one saved earlier by the same configuration.
+
+    >>> fingerprint(seed=np.int64(3), shape=(2,))
+    {'seed': 3, 'shape': [2]}
+    """
+    default = functools.partial(_json_default, lenient=True)
+    return json.loads(json.dumps(items, sort_keys=True, default=default))
+
+
+def check_fingerprint(path: str, saved: object, config: dict) -> None:
+    """CheckpointError naming the first key on which a saved fingerprint differs.
+
+    Parameters
+    ----------
+    path : str
+        The checkpoint, for the message.
+    saved : dict
+        The fingerprint read from it.
+    config : dict
+        The current run's :func:`fingerprint`.
+
+    Raises
+    ------
+    CheckpointError
+        If ``saved`` is not a dict, or differs from ``config`` on any key.
+
+    Examples
+    --------
+    >>> check_fingerprint("run.ckpt", {"seed": 0}, {"seed": 0})
+    >>> check_fingerprint("run.ckpt", {"seed": 0}, {"seed": 1})
+    Traceback (most recent call last):
+    ...
+    fobmaml.checkpoint.CheckpointError: checkpoint 'run.ckpt' was written by a different run: ...
+    """
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"checkpoint {path!r} has no run configuration")
+    for key in sorted(set(saved) | set(config)):
+        if saved.get(key) != config.get(key):
+            raise CheckpointError(
+                f"checkpoint {path!r} was written by a different run: `{key}` differs "
+                f"(checkpoint: {saved.get(key)!r}; this call: {config.get(key)!r}). "
+                "Pass the same arguments to resume, or remove the file (or pass "
+                "resume=False) to start over"
+            )

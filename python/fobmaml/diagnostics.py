@@ -37,17 +37,21 @@ Invalid arguments always raise TypeError or ValueError naming the argument.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import _validation as check
+from ._frozen import frozen, store
+from ._numerics import norm
 from .errors import ConvergenceError, NotPositiveDefiniteError
 from .estimators import Estimator, Exact
 from .tasks import TaskBatch
 from .train import TrainResult, meta_train
 
 __all__ = [
+    "SmoothnessOptions",
     "LocalSmoothness",
     "local_smoothness",
     "SmoothnessProfile",
@@ -66,15 +70,6 @@ METHODS = ("difference", "power")
 
 
 # -- checks ---------------------------------------------------------------------------------
-def _check_tasks(tasks: object) -> TaskBatch:
-    if not isinstance(tasks, TaskBatch):
-        raise TypeError(
-            "`tasks` must be a fobmaml task batch such as MLPTasks or QuadraticTasks "
-            f"(got {type(tasks).__name__})"
-        )
-    return tasks
-
-
 def _check_exact(exact: object) -> Exact:
     if isinstance(exact, type):
         raise TypeError(
@@ -126,15 +121,91 @@ class _Counter:
         return float(loss), grad
 
 
-def _norm(v: np.ndarray) -> float:
-    """Euclidean norm without overflow or underflow: ``a ||v / a||`` with ``a = max |v_j|``."""
-    a = float(np.max(np.abs(v))) if v.size else 0.0
-    if a == 0.0 or not np.isfinite(a):
-        return a
-    return a * float(np.linalg.norm(v / a))
-
-
 # -- one point ------------------------------------------------------------------------------
+@frozen(eq=False)
+class SmoothnessOptions:
+    r"""How :func:`local_smoothness` estimates :math:`\lVert\nabla^2 F(x)\rVert`.
+
+    All fields are checked at construction (TypeError or ValueError naming the field).
+
+    Parameters
+    ----------
+    method : {"difference", "power"}
+        Gradient differences over random directions, or power iteration on
+        finite-difference Hessian-vector products (see :func:`local_smoothness`).
+    radius : float
+        The norm r > 0 of the difference directions, and the finite-difference step
+        :math:`\varepsilon` of the power method (absolute, in the units of x).
+    samples : int
+        Number of random directions (``"difference"``; ignored with ``directions``).
+    power_iters : int
+        Maximum number of power iterations (``"power"``), >= 1.
+    power_tol : float
+        Relative-change stopping tolerance of the power method, >= 0 (0: run until
+        ``power_iters`` iterations or until two successive estimates are equal).
+    seed : int
+        Seed of the random directions or of :math:`v_0`.
+    directions : array_like, shape (s, n), optional
+        Explicit directions for ``"difference"`` (rescaled to norm r; rows must be
+        nonzero); checked against n when used.
+
+    Examples
+    --------
+    >>> SmoothnessOptions(method="power", power_iters=50).power_iters
+    50
+    """
+
+    method: str = "difference"
+    radius: float = 1e-3
+    samples: int = 8
+    power_iters: int = 20
+    power_tol: float = 1e-6
+    seed: int = 0
+    directions: Any = None
+
+    def __post_init__(self) -> None:
+        method = check.choice(self.method, "method", METHODS)
+        store(
+            self,
+            method=method,
+            radius=check.positive(self.radius, "radius"),
+            samples=check.integer(self.samples, "samples", minimum=1),
+            power_iters=check.integer(self.power_iters, "power_iters", minimum=1),
+            power_tol=check.non_negative(self.power_tol, "power_tol"),
+            seed=check.integer(self.seed, "seed", minimum=0),
+        )
+        if self.directions is not None and method != "difference":
+            raise ValueError("`directions` is only used with method='difference'")
+
+    @classmethod
+    def of(cls, options: object, overrides: dict, who: str) -> SmoothnessOptions:
+        """``options`` (default: all defaults) with the fields in ``overrides`` replaced.
+
+        ``who`` is the function that received ``overrides`` as keyword arguments.
+        """
+        if options is None:
+            options = cls()
+        elif not isinstance(options, cls):
+            raise TypeError(
+                f"`options` must be a SmoothnessOptions or None (got {type(options).__name__})"
+            )
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise TypeError(
+                f"{who}() got an unexpected keyword argument {unknown[0]!r}: unknown "
+                f"local_smoothness options: {', '.join(unknown)} "
+                f"(expected some of {', '.join(names)})"
+            )
+        return dataclasses.replace(options, **overrides) if overrides else options
+
+    def units(self, n: int | None) -> np.ndarray | None:
+        """The explicit directions as unit rows, checked against n (None: none given)."""
+        if self.directions is None or n is None:
+            return None
+        return _check_directions(self.directions, n)
+
+
 class LocalSmoothness(NamedTuple):
     """What :func:`local_smoothness` returns.
 
@@ -173,14 +244,8 @@ def local_smoothness(
     x: np.ndarray,
     tasks: TaskBatch,
     exact: Exact,
-    *,
-    method: str = "difference",
-    radius: float = 1e-3,
-    samples: int = 8,
-    power_iters: int = 20,
-    power_tol: float = 1e-6,
-    seed: int = 0,
-    directions: np.ndarray | None = None,
+    options: SmoothnessOptions | None = None,
+    **overrides: Any,
 ) -> LocalSmoothness:
     r"""Estimate the local smoothness :math:`\lVert\nabla^2 F(x)\rVert_2` of the meta-objective.
 
@@ -228,22 +293,12 @@ def local_smoothness(
     exact : Exact
         The exact estimator; its ``tol`` should be well below ``radius`` (the
         differences divide the solver's error by r).
-    method : {"difference", "power"}
-    radius : float
-        The norm r > 0 of the difference directions, and the finite-difference step
-        :math:`\varepsilon` of the power method (absolute, in the units of x).
-    samples : int
-        Number of random directions (``"difference"``; ignored with ``directions``).
-    power_iters : int
-        Maximum number of power iterations (``"power"``), >= 1.
-    power_tol : float
-        Relative-change stopping tolerance of the power method, >= 0 (0: run until
-        ``power_iters`` iterations or until two successive estimates are equal).
-    seed : int
-        Seed of the random directions or of :math:`v_0`.
-    directions : array_like, shape (s, n), optional
-        Explicit directions for ``"difference"`` (rescaled to norm r; rows must be
-        nonzero).
+    options : SmoothnessOptions, optional
+        ``method``, ``radius``, ``samples``, ``power_iters``, ``power_tol``, ``seed``
+        and ``directions`` (see :class:`SmoothnessOptions`); the defaults if omitted.
+    **overrides
+        Any of those fields by keyword, replacing the value in ``options``, e.g.
+        ``local_smoothness(x, tasks, exact, method="power", power_iters=100)``.
 
     Returns
     -------
@@ -268,25 +323,17 @@ def local_smoothness(
     >>> est.method, est.evaluations <= 201, est.smoothness > 0
     ('power', True, True)
     """
-    tasks = _check_tasks(tasks)
+    tasks = check.task_batch(tasks)
     exact = _check_exact(exact)
     x = check.params_vector(x, tasks.dim)
-    method = check.choice(method, "method", METHODS)
-    radius = check.positive(radius, "radius")
-    samples = check.integer(samples, "samples", minimum=1)
-    power_iters = check.integer(power_iters, "power_iters", minimum=1)
-    power_tol = check.non_negative(power_tol, "power_tol")
-    seed = check.integer(seed, "seed", minimum=0)
-    if directions is not None:
-        if method != "difference":
-            raise ValueError("`directions` is only used with method='difference'")
-        units = _check_directions(directions, tasks.dim)
-    else:
-        units = None
+    opts = SmoothnessOptions.of(options, overrides, "local_smoothness")
+    units = opts.units(tasks.dim)
+    method, radius, samples = opts.method, opts.radius, opts.samples
+    power_iters, power_tol, seed = opts.power_iters, opts.power_tol, opts.seed
 
     evaluate = _Counter(exact, tasks)
     loss, grad = evaluate(x, "x")
-    grad_norm = _norm(grad)
+    grad_norm = norm(grad)
     rng = np.random.default_rng(seed)
     n = tasks.dim
     nan = float("nan")
@@ -296,10 +343,11 @@ def local_smoothness(
             z = rng.standard_normal((samples, n))
             units = z / np.linalg.norm(z, axis=1)[:, None]
         ratios = np.empty(units.shape[0])
-        for j, u in enumerate(units):
-            u = radius * u
+        for j, unit in enumerate(units):
+            u = radius * unit
             _, g_u = evaluate(x + u, f"x + u_{j} (||u|| = {radius:g})")
-            ratios[j] = _norm(g_u - grad) / _norm(u)
+            # ||u|| = r ||unit||: no underflow however small r is.
+            ratios[j] = norm(g_u - grad) / (radius * norm(unit))
         return LocalSmoothness(
             float(ratios.max()), float(ratios.mean()), nan, grad_norm, loss, method, evaluate.calls
         )
@@ -311,24 +359,13 @@ def local_smoothness(
         _, g_plus = evaluate(x + radius * v, f"x + eps v (eps = {radius:g}, power iteration {k})")
         _, g_minus = evaluate(x - radius * v, f"x - eps v (eps = {radius:g}, power iteration {k})")
         w = (g_plus - g_minus) / (2.0 * radius)
-        previous, sigma, rayleigh = sigma, _norm(w), float(v @ w)
+        previous, sigma, rayleigh = sigma, norm(w), float(v @ w)
         if sigma == 0.0:  # v is in the null space of the Hessian (F is flat along it)
             break
         v = w / sigma
         if k > 0 and abs(sigma - previous) <= power_tol * sigma:
             break
     return LocalSmoothness(sigma, nan, rayleigh, grad_norm, loss, method, evaluate.calls)
-
-
-_DEFAULTS = {
-    "method": "difference",
-    "radius": 1e-3,
-    "samples": 8,
-    "power_iters": 20,
-    "power_tol": 1e-6,
-    "seed": 0,
-    "directions": None,
-}
 
 
 # -- many points ----------------------------------------------------------------------------
@@ -364,18 +401,13 @@ def smoothness_profile(
     points: np.ndarray,
     tasks: TaskBatch,
     exact: Exact,
+    options: SmoothnessOptions | None = None,
     *,
-    method: str = "difference",
-    radius: float = 1e-3,
-    samples: int = 8,
-    power_iters: int = 20,
-    power_tol: float = 1e-6,
-    seed: int = 0,
-    directions: np.ndarray | None = None,
     kinds: Any = None,
     errors: str = "raise",
     progress: bool = False,
     desc: str | None = None,
+    **overrides: Any,
 ) -> SmoothnessProfile:
     r"""Local smoothness, gradient norm and meta-loss at each of many points.
 
@@ -392,7 +424,7 @@ def smoothness_profile(
         The fixed batch that defines F.
     exact : Exact
         The exact estimator.
-    method, radius, samples, power_iters, power_tol, seed, directions
+    options : SmoothnessOptions, optional
         As for :func:`local_smoothness`, at every point.
     kinds : str or sequence of str, optional
         A label for every point (length p), or one label for all; default ``"point"``.
@@ -406,6 +438,8 @@ def smoothness_profile(
         Show a tqdm progress bar.
     desc : str, optional
         The progress bar's label.
+    **overrides
+        Fields of :class:`SmoothnessOptions` by keyword, as for :func:`local_smoothness`.
 
     Returns
     -------
@@ -422,7 +456,7 @@ def smoothness_profile(
     """
     from tqdm.auto import tqdm
 
-    tasks = _check_tasks(tasks)
+    tasks = check.task_batch(tasks)
     exact = _check_exact(exact)
     n = tasks.dim
     pts = check.float_array(points, "points", ndim=2, shape_doc=f"(p, {n})")
@@ -437,16 +471,8 @@ def smoothness_profile(
         raise TypeError(f"`progress` must be a bool (got {type(progress).__name__})")
     if desc is not None and not isinstance(desc, str):
         raise TypeError(f"`desc` must be a str or None (got {type(desc).__name__})")
-    options = {
-        "method": method,
-        "radius": radius,
-        "samples": samples,
-        "power_iters": power_iters,
-        "power_tol": power_tol,
-        "seed": seed,
-        "directions": directions,
-    }
-    validate_options(options, n)  # once, before any work
+    options = SmoothnessOptions.of(options, overrides, "smoothness_profile")
+    options.units(n)  # checks the directions once, before any work
 
     out = {k: np.full(p, np.nan) for k in ("smoothness", "mean", "eigenvalue", "grad_norm", "loss")}
     ok = np.ones(p, dtype=bool)
@@ -454,7 +480,7 @@ def smoothness_profile(
     evaluations = np.zeros(p, dtype=np.int64)
     for j in tqdm(range(p), desc=desc, disable=not progress, dynamic_ncols=True):
         try:
-            est = local_smoothness(pts[j], tasks, exact, **options)
+            est = local_smoothness(pts[j], tasks, exact, options)
         except ESTIMATOR_ERRORS as exc:
             msg = f"point {j} ({kind[j]}): {exc}"
             if errors == "raise":
@@ -471,29 +497,11 @@ def smoothness_profile(
 
 
 def validate_options(options: dict, n: int | None = None) -> None:
-    """Check keyword options of :func:`local_smoothness` up front (``directions`` against n).
+    """Check a dict of :class:`SmoothnessOptions` fields up front (``directions`` against n).
 
-    ``options`` may hold any of ``method``, ``radius``, ``samples``, ``power_iters``,
-    ``power_tol``, ``seed``, ``directions``; TypeError names an unknown one.
+    TypeError names an unknown key.
     """
-    unknown = sorted(set(options) - set(_DEFAULTS))
-    if unknown:
-        raise TypeError(
-            f"unknown local_smoothness options: {', '.join(unknown)} "
-            f"(expected some of {', '.join(_DEFAULTS)})"
-        )
-    opts = {**_DEFAULTS, **options}
-    method = check.choice(opts["method"], "method", METHODS)
-    check.positive(opts["radius"], "radius")
-    check.integer(opts["samples"], "samples", minimum=1)
-    check.integer(opts["power_iters"], "power_iters", minimum=1)
-    check.non_negative(opts["power_tol"], "power_tol")
-    check.integer(opts["seed"], "seed", minimum=0)
-    if opts.get("directions") is not None:
-        if method != "difference":
-            raise ValueError("`directions` is only used with method='difference'")
-        if n is not None:
-            _check_directions(opts["directions"], n)
+    SmoothnessOptions.of(None, options, "validate_options").units(n)
 
 
 def _check_kinds(kinds: object, p: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-r"""Meta-gradient estimators (see ``ESTIMATORS.md``).
+r"""Meta-gradient estimators (the contract: ``docs/estimators.md``).
 
 Every estimator returns one vector per task; the batch estimate is their mean.
 
@@ -16,13 +16,16 @@ Every estimator returns one vector per task; the batch estimate is their mean.
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import os
-from typing import NamedTuple
+import warnings
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
+from . import _adapt as _adapt_kernel
 from . import _validation as check
+from ._frozen import frozen, store
 from ._native import core as _core
 from .errors import TaskStatus, raise_for_status
 from .inner import InnerLoop
@@ -38,6 +41,7 @@ __all__ = [
     "HFMAML",
     "FOBMAML",
     "Exact",
+    "meta_loss_k",
     "meta_loss",
     "adapt",
     "set_memory_limit",
@@ -52,21 +56,6 @@ class Estimate(NamedTuple):
     gradient: np.ndarray  # (n,), the mean over tasks
     losses: np.ndarray | None  # (m,): f_i at the adapted point, if requested
     status: TaskStatus
-
-
-def _check_tasks(tasks: object) -> TaskBatch:
-    if not isinstance(tasks, TaskBatch):
-        raise TypeError(
-            "`tasks` must be a fobmaml task batch such as QuadraticTasks "
-            f"(got {type(tasks).__name__})"
-        )
-    return tasks
-
-
-def _check_inner(inner: object) -> InnerLoop:
-    if not isinstance(inner, InnerLoop):
-        raise TypeError(f"`inner` must be a fobmaml.InnerLoop (got {type(inner).__name__})")
-    return inner
 
 
 def _default_memory_limit() -> int | None:
@@ -103,44 +92,27 @@ def _gib(nbytes: int) -> str:
     return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**27 else f"{nbytes / 2**20:.1f} MiB"
 
 
+@frozen(eq=False, repr=False)
 class Estimator:
     """Base class: holds the inner loop and the kernel configuration.
 
-    Subclasses only validate and store their parameters; all work happens in
-    :meth:`estimate` and the methods built on it. Estimators are immutable: their
-    attributes cannot be reassigned after construction (build a new one instead),
-    so one estimator can be shared between threads.
+    Estimators are frozen dataclasses whose fields are their parameters: subclasses
+    only validate them (in ``__post_init__``); all work happens in :meth:`estimate` and
+    the methods built on it. Being immutable (assigning a field raises
+    ``dataclasses.FrozenInstanceError``, an ``AttributeError``; build a new one
+    instead), one estimator can be shared between threads.
     """
 
-    _kind: str = ""
-    _needs_lam = False
+    _kind: ClassVar[str] = ""
+    _needs_lam: ClassVar[bool] = False
 
-    def __init_subclass__(cls, **kwargs) -> None:
-        # Freeze the instance once the most derived __init__ has run.
-        super().__init_subclass__(**kwargs)
-        init = cls.__init__
+    inner: InnerLoop
 
-        @functools.wraps(init)
-        def __init__(self, *args, **kw):
-            init(self, *args, **kw)
-            if type(self) is cls:
-                object.__setattr__(self, "_frozen", True)
-
-        cls.__init__ = __init__
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if getattr(self, "_frozen", False):
-            raise AttributeError(
-                f"{type(self).__name__} is immutable: build a new estimator instead of setting "
-                f"`{name}`"
-            )
-        object.__setattr__(self, name, value)
-
-    def __init__(self, inner: InnerLoop) -> None:
-        self.inner = _check_inner(inner)
+    def __post_init__(self) -> None:
+        inner = check.inner_loop(self.inner)
         if self._needs_lam and inner.lam <= 0.0:
             raise ValueError(f"`lam` must be > 0 for {type(self).__name__} (got {inner.lam})")
-        self._cfg = None
+        object.__setattr__(self, "_cfg", None)
 
     # -- configuration ---------------------------------------------------------------
     def get_params(self) -> dict:
@@ -150,7 +122,8 @@ class Estimator:
         return params
 
     def _extra_params(self) -> dict:
-        return {}
+        """The parameters after ``inner``, in the constructor's order."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)[1:]}
 
     def _config(self) -> _core.EstimatorConfig:
         c = _core.EstimatorConfig()
@@ -166,7 +139,7 @@ class Estimator:
 
     def workspace_bytes(self, tasks: TaskBatch) -> int:
         """Bytes of workspace one call on `tasks` allocates (all threads), predicted."""
-        return int(_core.workspace_bytes(_check_tasks(tasks)._handle, self._kernel_config()))
+        return int(_core.workspace_bytes(check.task_batch(tasks)._handle, self._kernel_config()))
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self._extra_params().items())
@@ -197,7 +170,7 @@ class Estimator:
             are NaN, and ``gradient`` is the mean over the successful tasks only (NaN
             if none succeeded).
         """
-        tasks = _check_tasks(tasks)
+        tasks = check.task_batch(tasks)
         x = check.params_vector(x, tasks.dim)
         check.choice(errors, "errors", ("raise", "return"))
         cfg = self._kernel_config()
@@ -234,6 +207,7 @@ class Estimator:
         return check.safe_mean(est.losses), est.gradient
 
 
+@frozen(eq=False, repr=False)
 class MAML(Estimator):
     """The exact gradient of F_K: reverse mode through the K inner steps.
 
@@ -243,18 +217,21 @@ class MAML(Estimator):
     _kind = "maml"
 
 
+@frozen(eq=False, repr=False)
 class FOMAML(Estimator):
     r"""First-order MAML: :math:`\nabla f_i(\phi_K)`."""
 
     _kind = "fomaml"
 
 
+@frozen(eq=False, repr=False)
 class Reptile(Estimator):
     r"""Reptile: :math:`(x - \phi_K) / (\alpha K)`."""
 
     _kind = "reptile"
 
 
+@frozen(eq=False, repr=False)
 class IMAML(Estimator):
     r"""Implicit MAML: ``cg_steps`` CG iterations from u = 0 on
     :math:`(I + \nabla^2 g_i(\phi_K)/\lambda)\,u = \nabla f_i(\phi_K)`. Needs lambda > 0."""
@@ -262,12 +239,12 @@ class IMAML(Estimator):
     _kind = "imaml"
     _needs_lam = True
 
-    def __init__(self, inner: InnerLoop, cg_steps: int = 5) -> None:
-        super().__init__(inner)
-        self.cg_steps = check.integer(cg_steps, "cg_steps", minimum=1, maximum=2**31 - 1)
+    cg_steps: int = 5
 
-    def _extra_params(self) -> dict:
-        return {"cg_steps": self.cg_steps}
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        cg_steps = check.integer(self.cg_steps, "cg_steps", minimum=1, maximum=2**31 - 1)
+        store(self, cg_steps=cg_steps)
 
     def _config(self) -> _core.EstimatorConfig:
         c = super()._config()
@@ -275,18 +252,18 @@ class IMAML(Estimator):
         return c
 
 
+@frozen(eq=False, repr=False)
 class HFMAML(Estimator):
     r"""Hessian-free MAML: the MAML recursion with every HVP replaced by
     :math:`(\nabla g(\phi + \varepsilon v) - \nabla g(\phi - \varepsilon v)) / (2\varepsilon)`."""
 
     _kind = "hfmaml"
 
-    def __init__(self, inner: InnerLoop, eps: float = 1e-5) -> None:
-        super().__init__(inner)
-        self.eps = check.positive(eps, "eps")
+    eps: float = 1e-5
 
-    def _extra_params(self) -> dict:
-        return {"eps": self.eps}
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        store(self, eps=check.positive(self.eps, "eps"))
 
     def _config(self) -> _core.EstimatorConfig:
         c = super()._config()
@@ -294,6 +271,7 @@ class HFMAML(Estimator):
         return c
 
 
+@frozen(eq=False, repr=False)
 class FOBMAML(Estimator):
     r"""First-order bilevel MAML (Chayti & Jaggi).
 
@@ -321,20 +299,18 @@ class FOBMAML(Estimator):
     _kind = "fobmaml"
     _needs_lam = True
 
-    def __init__(
-        self,
-        inner: InnerLoop,
-        delta: float = 1e-3,
-        scheme: str = "forward",
-        perturbation: str = "objective",
-    ) -> None:
-        super().__init__(inner)
-        self.delta = check.positive(delta, "delta")
-        self.scheme = check.choice(scheme, "scheme", ("forward", "symmetric"))
-        self.perturbation = check.choice(perturbation, "perturbation", ("objective", "linear"))
+    delta: float = 1e-3
+    scheme: str = "forward"
+    perturbation: str = "objective"
 
-    def _extra_params(self) -> dict:
-        return {"delta": self.delta, "scheme": self.scheme, "perturbation": self.perturbation}
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        store(
+            self,
+            delta=check.positive(self.delta, "delta"),
+            scheme=check.choice(self.scheme, "scheme", ("forward", "symmetric")),
+            perturbation=check.choice(self.perturbation, "perturbation", ("objective", "linear")),
+        )
 
     def _config(self) -> _core.EstimatorConfig:
         c = super()._config()
@@ -344,6 +320,7 @@ class FOBMAML(Estimator):
         return c
 
 
+@frozen(eq=False, repr=False)
 class Exact(Estimator):
     r"""The exact meta-gradient of each task.
 
@@ -390,35 +367,29 @@ class Exact(Estimator):
       Ritz values lie inside the spectrum, so it never rejects a positive definite
       matrix; a negative eigenvalue it does not reach in ``pd_check_steps`` steps
       can still go unnoticed.
+
     :meth:`value_and_gradient` returns the exact meta-loss F(x) with the gradient.
     """
 
     _kind = "exact"
     _needs_lam = True
 
-    def __init__(
-        self,
-        inner: InnerLoop,
-        tol: float = 1e-10,
-        max_iter: int = 100_000,
-        solver: str = "auto",
-        pd_check_steps: int = 30,
-    ) -> None:
-        super().__init__(inner)
-        self.tol = check.positive(tol, "tol")
-        self.max_iter = check.integer(max_iter, "max_iter", minimum=1, maximum=2**63 - 1)
-        self.solver = check.choice(solver, "solver", ("auto", "iterative"))
-        self.pd_check_steps = check.integer(
-            pd_check_steps, "pd_check_steps", minimum=0, maximum=10_000
-        )
+    tol: float = 1e-10
+    max_iter: int = 100_000
+    solver: str = "auto"
+    pd_check_steps: int = 30
 
-    def _extra_params(self) -> dict:
-        return {
-            "tol": self.tol,
-            "max_iter": self.max_iter,
-            "solver": self.solver,
-            "pd_check_steps": self.pd_check_steps,
-        }
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        store(
+            self,
+            tol=check.positive(self.tol, "tol"),
+            max_iter=check.integer(self.max_iter, "max_iter", minimum=1, maximum=2**63 - 1),
+            solver=check.choice(self.solver, "solver", ("auto", "iterative")),
+            pd_check_steps=check.integer(
+                self.pd_check_steps, "pd_check_steps", minimum=0, maximum=10_000
+            ),
+        )
 
     def _config(self) -> _core.EstimatorConfig:
         c = super()._config()
@@ -429,24 +400,55 @@ class Exact(Estimator):
         return c
 
     def meta_loss(self, x: np.ndarray, tasks: TaskBatch) -> float:
-        r"""The exact meta-objective :math:`F(x) = \frac1m \sum_i f_i(\phi^*_i(x))`."""
+        r"""The exact meta-objective :math:`F(x) = \frac1m \sum_i f_i(\phi^*_i(x))`.
+
+        Not the K-step :math:`F_K` of :func:`fobmaml.meta_loss_k`: ``inner.steps`` is not
+        used."""
         return self.value_and_gradient(x, tasks)[0]
 
 
-def _adapt(x, tasks, inner, want_phi):
-    tasks = _check_tasks(tasks)
-    inner = _check_inner(inner)
+def _adapt(x: object, tasks: object, inner: object, want_phi: bool) -> _adapt_kernel.Adapted:
+    tasks = check.task_batch(tasks)
+    inner = check.inner_loop(inner)
     x = check.params_vector(x, tasks.dim)
-    phi, losses, _, st = _core.adapt(tasks._handle, x, inner._config(), want_phi)
-    raise_for_status(TaskStatus(*st), "inner loop")
-    return phi, losses
+    return _adapt_kernel.run(x, tasks, inner._config(), "inner loop", want_phi)
+
+
+def meta_loss_k(x: np.ndarray, tasks: TaskBatch, inner: InnerLoop) -> float:
+    r"""The K-step meta-loss :math:`F_K(x) = \frac1m\sum_i f_i(\phi_{i,K}(x))`.
+
+    The query loss after the K steps of ``inner``, averaged over the tasks: what
+    ``MAML`` differentiates exactly. The exact meta-objective
+    :math:`F(x) = \frac1m\sum_i f_i(\phi^*_i(x))` is :meth:`Exact.meta_loss`.
+
+    Examples
+    --------
+    >>> import numpy as np, fobmaml as fm
+    >>> tasks = fm.datasets.quadratic_tasks(4, 6, kappa=10.0, seed=0)
+    >>> inner = fm.InnerLoop(steps=200, lr=0.5, lam=1.0)
+    >>> x = np.zeros(6)
+    >>> F_K, F = fm.meta_loss_k(x, tasks, inner), fm.Exact(inner).meta_loss(x, tasks)
+    >>> bool(abs(F_K - F) < 1e-12 * abs(F))  # K = 200 steps: F_K has converged to F
+    True
+    """
+    return check.safe_mean(_adapt(x, tasks, inner, False).losses)
 
 
 def meta_loss(x: np.ndarray, tasks: TaskBatch, inner: InnerLoop) -> float:
-    r"""The K-step meta-loss :math:`F_K(x) = \frac1m\sum_i f_i(\phi_{i,K}(x))`."""
-    return check.safe_mean(_adapt(x, tasks, inner, False)[1])
+    """Deprecated name of :func:`meta_loss_k`, the K-step meta-loss :math:`F_K(x)`.
+
+    Renamed because :meth:`Exact.meta_loss` is the exact :math:`F(x)`. Warns with a
+    ``DeprecationWarning``.
+    """
+    warnings.warn(
+        "fobmaml.meta_loss is the K-step meta-loss F_K and is now called fobmaml.meta_loss_k "
+        "(Exact(inner).meta_loss is the exact meta-objective F)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return meta_loss_k(x, tasks, inner)
 
 
 def adapt(x: np.ndarray, tasks: TaskBatch, inner: InnerLoop) -> np.ndarray:
     r"""The adapted parameters :math:`\phi_{i,K}(x)` of every task, shape (m, n)."""
-    return _adapt(x, tasks, inner, True)[0]
+    return _adapt(x, tasks, inner, True).phi

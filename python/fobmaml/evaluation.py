@@ -7,8 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _validation as check
-from ._native import core as _core
-from .errors import TaskStatus, raise_for_status
+from ._adapt import run
 from .inner import InnerLoop
 from .tasks import TaskBatch
 
@@ -34,12 +33,6 @@ class Evaluation(NamedTuple):
         }
 
 
-def _run(x, tasks, config, who):
-    _, losses, acc, st = _core.adapt(tasks._handle, x, config, False)
-    raise_for_status(TaskStatus(*st), who)
-    return losses, (None if np.isnan(acc).all() else acc)
-
-
 def evaluate(x: np.ndarray, tasks: TaskBatch, inner: InnerLoop) -> Evaluation:
     r"""Query loss (and accuracy, for classification) after adapting x to each task.
 
@@ -57,20 +50,18 @@ def evaluate(x: np.ndarray, tasks: TaskBatch, inner: InnerLoop) -> Evaluation:
     >>> bool(ev.loss < ev.loss_before), ev.accuracy is None
     (True, True)
     """
-    if not isinstance(tasks, TaskBatch):
-        raise TypeError(f"`tasks` must be a fobmaml task batch (got {type(tasks).__name__})")
-    if not isinstance(inner, InnerLoop):
-        raise TypeError(f"`inner` must be a fobmaml.InnerLoop (got {type(inner).__name__})")
+    tasks = check.task_batch(tasks)
+    inner = check.inner_loop(inner)
     x = check.params_vector(x, tasks.dim)
-    after_loss, after_acc = _run(x, tasks, inner._config(), "evaluate (after adaptation)")
+    after = run(x, tasks, inner._config(), "evaluate (after adaptation)")
     base = inner._config()
     base.steps = 0
-    before_loss, before_acc = _run(x, tasks, base, "evaluate (no adaptation)")
+    before = run(x, tasks, base, "evaluate (no adaptation)")
     return Evaluation(
-        loss=check.safe_mean(after_loss),
-        accuracy=None if after_acc is None else float(np.mean(after_acc)),
-        loss_before=check.safe_mean(before_loss),
-        accuracy_before=None if before_acc is None else float(np.mean(before_acc)),
-        task_loss=after_loss,
-        task_accuracy=after_acc,
+        loss=check.safe_mean(after.losses),
+        accuracy=None if after.accuracy is None else float(np.mean(after.accuracy)),
+        loss_before=check.safe_mean(before.losses),
+        accuracy_before=None if before.accuracy is None else float(np.mean(before.accuracy)),
+        task_loss=after.losses,
+        task_accuracy=after.accuracy,
     )

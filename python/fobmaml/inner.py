@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 from . import _validation as check
+from ._frozen import frozen, store
 from ._native import core as _core
 
 
-@dataclass(frozen=True)
+@frozen
 class InnerLoop:
     r"""K steps of heavy-ball gradient descent on the proximal inner problem.
 
@@ -45,12 +46,13 @@ class InnerLoop:
     momentum: float = 0.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "steps", check.integer(self.steps, "steps", minimum=1, maximum=2**31 - 1)
+        store(
+            self,
+            steps=check.integer(self.steps, "steps", minimum=1, maximum=2**31 - 1),
+            lr=check.positive(self.lr, "lr"),
+            lam=check.non_negative(self.lam, "lam"),
+            momentum=check.in_unit_interval(self.momentum, "momentum"),
         )
-        object.__setattr__(self, "lr", check.positive(self.lr, "lr"))
-        object.__setattr__(self, "lam", check.non_negative(self.lam, "lam"))
-        object.__setattr__(self, "momentum", check.in_unit_interval(self.momentum, "momentum"))
 
     def replace(self, **changes: object) -> InnerLoop:
         """A copy with some fields changed (validated again)."""

@@ -20,8 +20,17 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import _validation as check
+from . import nn
 
-__all__ = ["num_params", "init_params", "unflatten", "predict", "ACTIVATIONS", "LOSSES"]
+__all__ = [
+    "num_params",
+    "init_params",
+    "unflatten",
+    "predict",
+    "network",
+    "ACTIVATIONS",
+    "LOSSES",
+]
 
 ACTIVATIONS = ("relu", "tanh")
 LOSSES = ("mse", "xent")
@@ -39,6 +48,28 @@ def check_layers(layers: object) -> list[int]:
     if len(out) < 2:
         raise ValueError(f"`layers` must list at least [d_in, d_out] (got {list(layers)})")
     return out
+
+
+def network(layers: Sequence[int], activation: str = "relu"):
+    """The :class:`fobmaml.nn.Sequential` network ``Linear, act, ..., act, Linear`` of `layers`.
+
+    :class:`fobmaml.MLPTasks` is :class:`fobmaml.NetTasks` on this network.
+
+    Examples
+    --------
+    >>> import fobmaml as fm
+    >>> fm.mlp.network([1, 40, 1], "tanh").num_params == fm.mlp.num_params([1, 40, 1])
+    True
+    """
+
+    d = check_layers(layers)
+    act = {"relu": nn.ReLU, "tanh": nn.Tanh}[check.choice(activation, "activation", ACTIVATIONS)]
+    mods = []
+    for i in range(len(d) - 1):
+        mods.append(nn.Linear(d[i], d[i + 1]))
+        if i + 2 < len(d):
+            mods.append(act())
+    return nn.Sequential(*mods)
 
 
 def num_params(layers: Sequence[int]) -> int:

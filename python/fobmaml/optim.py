@@ -3,7 +3,7 @@ r"""Outer optimizers: small composable pieces with explicit state, in the manner
 A :class:`Transform` has ``init(params) -> state`` and
 ``update(grads, state, params=None) -> (updates, new_state)``; :func:`apply_updates`
 adds the updates to the parameters. The public optimizers are compositions of the
-pieces, never copies (``ESTIMATORS.md``, "Outer optimizers"), with :math:`G` the batch
+pieces, never copies (``docs/estimators.md``, "Outer optimizers"), with :math:`G` the batch
 meta-gradient estimate and :math:`\eta` the learning rate:
 
 ================  ==========================================================================
@@ -32,8 +32,9 @@ Conventions
 -----------
 - The normalized methods map a zero vector to a zero update (``normalize()`` returns 0
   when the norm is 0, so the step is skipped rather than producing NaN).
-- Norms are Euclidean and computed with a rescaling that neither overflows nor
-  underflows (``||g|| = a ||g / a||`` with ``a = max |g_j|``).
+- Norms are Euclidean and never overflow: NumPy's up to ``max |g_j| = 1e150``,
+  ``a ||g / a||`` with ``a = max |g_j|`` above. Directions ``g / ||g||`` are always
+  computed from ``g / a``, so they neither overflow nor underflow.
 - States are tuples and NamedTuples of NumPy arrays and Python scalars only, so they
   pickle and can be checkpointed. Updates never modify a state in place: they return a
   new one, and the arrays inside a state are marked read-only.
@@ -53,12 +54,16 @@ array([-0.06,  0.  , -0.08])
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 from . import _validation as check
+from ._frozen import frozen, store
+from ._numerics import norm, tree_finite, unit
+from .errors import NonFiniteStepError
 
 __all__ = [
     "Transform",
@@ -149,28 +154,8 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     return a
 
 
-# -- numerics -------------------------------------------------------------------------------
-def _norm(g: np.ndarray) -> float:
-    """The Euclidean norm, computed as ``a ||g/a||`` (a = max |g_j|) to avoid over/underflow."""
-    if g.size == 0:
-        return 0.0
-    a = float(np.max(np.abs(g)))
-    if a == 0.0:
-        return 0.0
-    s = g / a
-    return a * float(np.sqrt(np.dot(s, s)))
-
-
-def _unit(g: np.ndarray) -> np.ndarray:
-    """``g / ||g||``, and a zero vector when ``g = 0``."""
-    a = float(np.max(np.abs(g))) if g.size else 0.0
-    if a == 0.0:
-        return np.zeros_like(g)
-    s = g / a
-    return s / float(np.sqrt(np.dot(s, s)))
-
-
 # -- the transform type ---------------------------------------------------------------------
+@frozen(eq=False, repr=False)
 class Transform:
     """A gradient transformation: ``init(params)`` and ``update(grads, state, params=None)``.
 
@@ -189,22 +174,16 @@ class Transform:
         Shown by ``repr``, e.g. ``"ema(beta=0.9)"``.
     """
 
-    __slots__ = ("_init_fn", "_update_fn", "_name")
-
-    def __init__(self, init_fn: Callable, update_fn: Callable, name: str = "transform") -> None:
-        object.__setattr__(self, "_init_fn", init_fn)
-        object.__setattr__(self, "_update_fn", update_fn)
-        object.__setattr__(self, "_name", name)
-
-    def __setattr__(self, key: str, value: object) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable; build a new one")
+    init_fn: Callable
+    update_fn: Callable
+    name: str = "transform"
 
     def __repr__(self) -> str:
-        return self._name
+        return self.name
 
     def init(self, params: np.ndarray) -> Any:
         """The initial state for parameters ``params`` (a finite 1-D float array)."""
-        return self._init_fn(_check_params(params))
+        return self.init_fn(_check_params(params))
 
     def update(
         self, grads: np.ndarray, state: Any, params: np.ndarray | None = None
@@ -217,54 +196,31 @@ class Transform:
         p = None if params is None else _check_params(params)
         g = _check_grads(grads, p)
         with np.errstate(over="ignore", invalid="ignore"):
-            updates, new_state = self._update_fn(g, state, p)
+            updates, new_state = self.update_fn(g, state, p)
         _check_finite_step(self, updates, new_state, g)
         return updates, new_state
 
 
-def _all_finite(a: Any) -> bool:
-    """False if `a` holds a NaN or Inf (non-float values count as finite)."""
-    arr = np.asarray(a)
-    return arr.dtype.kind not in "fc" or bool(np.all(np.isfinite(arr)))
-
-
-def _state_leaves(state: Any):
-    if isinstance(state, (tuple, list)):
-        for item in state:
-            yield from _state_leaves(item)
-    elif isinstance(state, dict):
-        for item in state.values():
-            yield from _state_leaves(item)
-    else:
-        yield state
-
-
-def _state_finite(state: Any) -> bool:
-    """Whether every leaf of an optimizer state (nested tuples, lists, dicts) is finite."""
-    return all(_all_finite(leaf) for leaf in _state_leaves(state) if leaf is not None)
-
-
 def _check_finite_step(transform: Any, updates: np.ndarray, state: Any, grads: np.ndarray) -> None:
-    """FloatingPointError if a step overflowed: a non-finite update or state array."""
+    """NonFiniteStepError if a step overflowed: a non-finite update or state array."""
     if not np.isfinite(updates).all():
         what = "update"
-    elif not _state_finite(state):
+    elif not tree_finite(state):
         what = "optimizer state"
     else:
         return
-    err = FloatingPointError(
+    raise NonFiniteStepError(
         f"{transform!r} overflowed: its {what} is not finite for gradients of magnitude "
         f"up to {float(np.max(np.abs(grads))) if grads.size else 0.0:.3g}; reduce the step size "
-        "or use a normalized or clipped optimizer"
+        "or use a normalized or clipped optimizer",
+        what,
     )
-    err.nonfinite = what  # what became non-finite, for meta_train's divergence report
-    raise err
 
 
 def _apply(transform: Any, grads: np.ndarray, state: Any, params: np.ndarray | None):
     # Inside a chain, the gradients were validated once at the boundary.
     if isinstance(transform, Transform):
-        return transform._update_fn(grads, state, params)
+        return transform.update_fn(grads, state, params)
     return transform.update(grads, state, params)
 
 
@@ -364,7 +320,7 @@ def normalize() -> Transform:
 
     def update_fn(grads, state, params):
         _check_state(state, EmptyState, "normalize")
-        return _unit(grads), state
+        return unit(grads), state
 
     return Transform(init_fn, update_fn, "normalize()")
 
@@ -387,9 +343,9 @@ def clip_by_norm(max_norm: float) -> Transform:
 
     def update_fn(grads, state, params):
         _check_state(state, EmptyState, "clip_by_norm")
-        if _norm(grads) <= c:
+        if norm(grads) <= c:
             return grads.copy(), state
-        return c * _unit(grads), state
+        return c * unit(grads), state
 
     return Transform(init_fn, update_fn, f"clip_by_norm(max_norm={_fmt(c)})")
 
@@ -478,7 +434,7 @@ def apply_updates(params: np.ndarray, updates: np.ndarray) -> np.ndarray:
 
     Both must be finite 1-D arrays of the same shape; non-finite updates (e.g. from an
     overflowing step) raise ValueError naming ``updates``, and a sum that overflows
-    raises FloatingPointError.
+    raises :class:`fobmaml.errors.NonFiniteStepError` (a ``FloatingPointError``).
     """
     x = _check_params(params)
     u = check.float_array(updates, "updates", ndim=1, shape_doc="(n,)")
@@ -487,39 +443,34 @@ def apply_updates(params: np.ndarray, updates: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         out = x + u
     if not np.isfinite(out).all():
-        err = FloatingPointError(
-            "`params` + `updates` overflowed (the new parameters are not finite)"
+        raise NonFiniteStepError(
+            "`params` + `updates` overflowed (the new parameters are not finite)", "x"
         )
-        err.nonfinite = "x"
-        raise err
     return out
 
 
 # -- the public optimizers ------------------------------------------------------------------
+@frozen(repr=False)
 class Optimizer:
     """Base class of the named outer optimizers: hyper-parameters plus a chain of pieces.
 
-    Subclasses validate and store their hyper-parameters in ``__init__`` (through
-    :meth:`_store`) and say how to compose the pieces in :meth:`_build`. Optimizers are
-    immutable, compare equal when their type and hyper-parameters are equal, and pickle
-    by their hyper-parameters.
+    Subclasses are frozen dataclasses whose fields are the hyper-parameters: they
+    validate them in ``__post_init__`` (through :meth:`_store`) and say how to compose
+    the pieces in :meth:`_build`. Optimizers are immutable, compare equal when their
+    type and hyper-parameters are equal, and pickle by their hyper-parameters.
     """
 
-    _names: tuple[str, ...] = ()
-
     def _store(self, **hyper: float) -> None:
-        for key, value in hyper.items():
-            object.__setattr__(self, key, value)
-        object.__setattr__(self, "_names", tuple(hyper))
-        object.__setattr__(self, "_transform", self._build())
+        """Set the validated hyper-parameters, then build the chain from them."""
+        store(self, **hyper)
+        store(self, _transform=self._build())
 
     def _build(self) -> Transform:
         raise NotImplementedError
 
-    def __setattr__(self, key: str, value: object) -> None:
-        raise AttributeError(
-            f"{type(self).__name__} is immutable; build a new one to change `{key}`"
-        )
+    @property
+    def _names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(self))
 
     # -- configuration ---------------------------------------------------------------------
     @property
@@ -565,14 +516,6 @@ class Optimizer:
         args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._names)
         return f"{type(self).__name__}({args})"
 
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return self.get_params() == other.get_params()
-
-    def __hash__(self) -> int:
-        return hash(tuple(self.get_params().items()))
-
     def __reduce__(self):
         return (type(self), tuple(getattr(self, k) for k in self._names))
 
@@ -604,6 +547,7 @@ def _signature_names(cls: type) -> tuple[str, ...]:
     return tuple(inspect.signature(cls).parameters)
 
 
+@frozen(repr=False)
 class GD(Optimizer):
     r"""Gradient descent: :math:`x \leftarrow x - \eta G`. ``SGD`` is an alias.
 
@@ -620,8 +564,10 @@ class GD(Optimizer):
     array([0.5, 2. ])
     """
 
-    def __init__(self, lr: float) -> None:
-        self._store(lr=check.positive(lr, "lr"))
+    lr: float
+
+    def __post_init__(self) -> None:
+        self._store(lr=check.positive(self.lr, "lr"))
 
     def _build(self) -> Transform:
         return chain(scale(-self.lr))
@@ -630,6 +576,7 @@ class GD(Optimizer):
 SGD = GD
 
 
+@frozen(repr=False)
 class Momentum(Optimizer):
     r"""Heavy-ball momentum: :math:`m \leftarrow \beta m + G,\ x \leftarrow x - \eta m`, from m = 0.
 
@@ -641,13 +588,19 @@ class Momentum(Optimizer):
         The momentum :math:`\beta \in [0, 1)`; 0 is :class:`GD`.
     """
 
-    def __init__(self, lr: float, beta: float = 0.9) -> None:
-        self._store(lr=check.positive(lr, "lr"), beta=check.in_unit_interval(beta, "beta"))
+    lr: float
+    beta: float = 0.9
+
+    def __post_init__(self) -> None:
+        self._store(
+            lr=check.positive(self.lr, "lr"), beta=check.in_unit_interval(self.beta, "beta")
+        )
 
     def _build(self) -> Transform:
         return chain(trace(self.beta), scale(-self.lr))
 
 
+@frozen(repr=False)
 class Adam(Optimizer):
     r"""Adam: :math:`x \leftarrow x - \eta\,\hat\mu/(\sqrt{\hat\nu}+\varepsilon)`.
 
@@ -664,18 +617,24 @@ class Adam(Optimizer):
         Denominator offset, > 0.
     """
 
-    def __init__(self, lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> None:
+    lr: float
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
         self._store(
-            lr=check.positive(lr, "lr"),
-            b1=check.in_unit_interval(b1, "b1"),
-            b2=check.in_unit_interval(b2, "b2"),
-            eps=check.positive(eps, "eps"),
+            lr=check.positive(self.lr, "lr"),
+            b1=check.in_unit_interval(self.b1, "b1"),
+            b2=check.in_unit_interval(self.b2, "b2"),
+            eps=check.positive(self.eps, "eps"),
         )
 
     def _build(self) -> Transform:
         return chain(scale_by_adam(self.b1, self.b2, self.eps), scale(-self.lr))
 
 
+@frozen(repr=False)
 class ClippedGD(Optimizer):
     r"""Clipped gradient descent: :math:`x \leftarrow x - \eta \min(1, c/\lVert G\rVert)\,G`.
 
@@ -690,13 +649,17 @@ class ClippedGD(Optimizer):
         The norm threshold :math:`c > 0`.
     """
 
-    def __init__(self, lr: float, clip: float) -> None:
-        self._store(lr=check.positive(lr, "lr"), clip=check.positive(clip, "clip"))
+    lr: float
+    clip: float
+
+    def __post_init__(self) -> None:
+        self._store(lr=check.positive(self.lr, "lr"), clip=check.positive(self.clip, "clip"))
 
     def _build(self) -> Transform:
         return chain(clip_by_norm(self.clip), scale(-self.lr))
 
 
+@frozen(repr=False)
 class NormalizedGD(Optimizer):
     r"""Normalized gradient descent: :math:`x \leftarrow x - \eta\, G/\lVert G\rVert`.
 
@@ -708,13 +671,16 @@ class NormalizedGD(Optimizer):
         The learning rate (step length) :math:`\eta > 0`.
     """
 
-    def __init__(self, lr: float) -> None:
-        self._store(lr=check.positive(lr, "lr"))
+    lr: float
+
+    def __post_init__(self) -> None:
+        self._store(lr=check.positive(self.lr, "lr"))
 
     def _build(self) -> Transform:
         return chain(normalize(), scale(-self.lr))
 
 
+@frozen(repr=False)
 class SNGDM(Optimizer):
     r"""Normalized gradient descent with momentum.
 
@@ -735,8 +701,13 @@ class SNGDM(Optimizer):
         The momentum :math:`\beta \in [0, 1)`; 0 is :class:`NormalizedGD`.
     """
 
-    def __init__(self, lr: float, beta: float = 0.9) -> None:
-        self._store(lr=check.positive(lr, "lr"), beta=check.in_unit_interval(beta, "beta"))
+    lr: float
+    beta: float = 0.9
+
+    def __post_init__(self) -> None:
+        self._store(
+            lr=check.positive(self.lr, "lr"), beta=check.in_unit_interval(self.beta, "beta")
+        )
 
     def _build(self) -> Transform:
         return chain(ema(self.beta), normalize(), scale(-self.lr))

@@ -6,9 +6,10 @@ import numpy as np
 
 from . import _validation as check
 from . import mlp as _mlp
+from . import nn as _nn
 from ._native import core as _core
 
-__all__ = ["TaskBatch", "QuadraticTasks", "MLPTasks"]
+__all__ = ["TaskBatch", "QuadraticTasks", "NetTasks", "MLPTasks"]
 
 
 class TaskBatch:
@@ -176,7 +177,132 @@ class QuadraticTasks(TaskBatch):
         return f"QuadraticTasks(m={self.num_tasks}, n={self.dim}{q})"
 
 
-class MLPTasks(TaskBatch):
+class NetTasks(TaskBatch):
+    r"""A batch of few-shot learning tasks for a sequential network (:mod:`fobmaml.nn`).
+
+    Task i adapts on its support set and is judged on its query set:
+
+    .. math::
+
+        g_i(\phi) = \ell(\mathrm{net}_\phi(X^s_i), Y^s_i), \qquad
+        f_i(\phi) = \ell(\mathrm{net}_\phi(X^q_i), Y^q_i),
+
+    with :math:`\ell` the mean squared error over all output elements (``"mse"``) or
+    the mean over samples of the softmax cross-entropy (``"xent"``).
+
+    Gradients are exact (backpropagation); Hessian-vector products are exact
+    (Pearlmutter's R-operator), with the second derivative of relu taken as 0 and max
+    pooling routed through the position of the maximum. The parameter vector is laid out
+    as ``torch.nn.utils.parameters_to_vector`` of the same layers (see :mod:`fobmaml.nn`).
+
+    Parameters
+    ----------
+    X_support : array_like, shape (m, k_s, *input_shape)
+        ``input_shape`` is ``(C_in, L)`` for a network that starts with Conv1d and
+        ``(d_in,)`` for one that starts with Linear.
+    Y_support : array_like
+        Shape (m, k_s, d_out) float targets for ``"mse"``; shape (m, k_s) integer labels
+        in ``[0, d_out)`` for ``"xent"``.
+    X_query, Y_query : array_like, optional
+        The query set, shapes as above with k_q samples; default: the support set.
+    net : fobmaml.nn.Sequential
+        The network.
+    loss : {"mse", "xent"}
+
+    Notes
+    -----
+    Arrays that already are float64 (int64 for labels) and C-contiguous are used in
+    place, without a copy. Do not modify them while the task batch is in use. Shapes
+    are checked once, by the kernels' shape inference, which names the layer that
+    cannot take its input.
+
+    Examples
+    --------
+    >>> import numpy as np, fobmaml as fm
+    >>> net = fm.nn.Sequential(
+    ...     fm.nn.Conv1d(1, 4, kernel_size=3, padding=1), fm.nn.ReLU(),
+    ...     fm.nn.Flatten(), fm.nn.Linear(4 * 10, 3))
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((2, 6, 1, 10)); y = rng.integers(0, 3, (2, 6))
+    >>> tasks = fm.NetTasks(X, y, net=net, loss="xent")
+    >>> tasks.num_tasks, tasks.dim
+    (2, 139)
+    """
+
+    def __init__(
+        self,
+        X_support: np.ndarray,
+        Y_support: np.ndarray,
+        X_query: np.ndarray | None = None,
+        Y_query: np.ndarray | None = None,
+        net: _nn.Sequential | None = None,
+        loss: str = "mse",
+    ) -> None:
+        if not isinstance(net, _nn.Sequential):
+            raise TypeError(
+                "`net` must be a fobmaml.nn.Sequential network "
+                f"(got {'nothing' if net is None else type(net).__name__})"
+            )
+        self.net = net
+        self.loss = check.choice(loss, "loss", _mlp.LOSSES)
+        if (X_query is None) != (Y_query is None):
+            raise ValueError("`X_query` and `Y_query` must be given together (or both omitted)")
+        self.separate_query = X_query is not None
+        self.X_support, self.Y_support = self._data(X_support, Y_support, "support")
+        if self.separate_query:
+            self.X_query, self.Y_query = self._data(X_query, Y_query, "query")
+        else:
+            self.X_query, self.Y_query = self.X_support, self.Y_support
+        mse = self.loss == "mse"
+        self._handle = _core.NetTasks(
+            self.X_support,
+            self.Y_support if mse else None,
+            None if mse else self.Y_support,
+            self.X_query,
+            self.Y_query if mse else None,
+            None if mse else self.Y_query,
+            not self.separate_query,
+            net._specs,
+            getattr(_core.Loss, self.loss),
+        )
+
+    def _data(self, X, Y, which: str):
+        """The arrays as the kernels read them: finite float64 inputs and targets, int64
+        labels. Their shapes are checked by the kernels."""
+        xn, yn = f"X_{which}", f"Y_{which}"
+        X = check.float_array(X, xn)
+        if X.ndim < 3:
+            raise ValueError(
+                f"`{xn}` must have shape (m, k, *input_shape), at least 3-D (got {X.shape})"
+            )
+        if self.loss == "mse":
+            return X, check.float_array(Y, yn, ndim=3, shape_doc="(m, k, d_out)")
+        Y = np.asarray(Y)
+        if Y.dtype.kind not in "iu":
+            raise TypeError(
+                f"`{yn}` must hold integer class labels for loss='xent' (got dtype {Y.dtype})"
+            )
+        if Y.dtype.kind == "u" and Y.size and Y.max() > np.iinfo(np.int64).max:
+            raise ValueError(f"`{yn}` labels must be in [0, d_out) (got {Y.max()})")
+        # np.require also copies a misaligned view: the kernels read aligned int64.
+        return X, np.require(Y, dtype=np.int64, requirements=["C", "A"])
+
+    def _subset(self, idx: np.ndarray) -> tuple:
+        q = (self.X_query[idx], self.Y_query[idx]) if self.separate_query else (None, None)
+        return (self.X_support[idx], self.Y_support[idx], *q)
+
+    def __getitem__(self, index) -> NetTasks:
+        return NetTasks(*self._subset(self._select(index)), net=self.net, loss=self.loss)
+
+    def __repr__(self) -> str:
+        k_s, k_q = self.X_support.shape[1], self.X_query.shape[1]
+        return (
+            f"NetTasks(m={self.num_tasks}, n={self.dim}, input_shape={self.X_support.shape[2:]}, "
+            f"loss={self.loss!r}, k_support={k_s}, k_query={k_q})"
+        )
+
+
+class MLPTasks(NetTasks):
     r"""A batch of few-shot learning tasks for a fully connected network.
 
     Task i adapts on its support set and is judged on its query set:
@@ -192,7 +318,9 @@ class MLPTasks(TaskBatch):
     order) and for the no-hidden-layer case: linear regression (``layers=[d, 1]``,
     ``"mse"``) and softmax/logistic regression (``layers=[d, c]``, ``"xent"``).
 
-    Gradients are exact (backpropagation); Hessian-vector products are exact
+    This is :class:`NetTasks` on the network ``Linear, act, ..., Linear`` given by
+    `layers` and `activation` (:func:`fobmaml.mlp.network`): the same kernels compute
+    both. Gradients are exact (backpropagation); Hessian-vector products are exact
     (Pearlmutter's R-operator), with the second derivative of relu taken as 0.
 
     Parameters
@@ -236,77 +364,18 @@ class MLPTasks(TaskBatch):
     ) -> None:
         self.layers = _mlp.check_layers(layers)
         self.activation = check.choice(activation, "activation", _mlp.ACTIVATIONS)
-        self.loss = check.choice(loss, "loss", _mlp.LOSSES)
-        if (X_query is None) != (Y_query is None):
-            raise ValueError("`X_query` and `Y_query` must be given together (or both omitted)")
-        self.separate_query = X_query is not None
-        self.X_support, self.Y_support = self._data(X_support, Y_support, "support", None)
-        m = self.X_support.shape[0]
-        if self.separate_query:
-            self.X_query, self.Y_query = self._data(X_query, Y_query, "query", m)
-        else:
-            self.X_query, self.Y_query = self.X_support, self.Y_support
-        mse = self.loss == "mse"
-        self._handle = _core.MLPTasks(
-            self.X_support,
-            self.Y_support if mse else None,
-            None if mse else self.Y_support,
-            self.X_query,
-            self.Y_query if mse else None,
-            None if mse else self.Y_query,
-            not self.separate_query,
-            self.layers,
-            getattr(_core.Activation, self.activation),
-            getattr(_core.Loss, self.loss),
+        super().__init__(
+            X_support,
+            Y_support,
+            X_query,
+            Y_query,
+            net=_mlp.network(self.layers, self.activation),
+            loss=loss,
         )
 
-    def _data(self, X, Y, which: str, m: int | None):
-        d_in, d_out = self.layers[0], self.layers[-1]
-        xn, yn = f"X_{which}", f"Y_{which}"
-        X = check.float_array(X, xn, ndim=3, shape_doc="(m, k, d_in)")
-        if m is not None and X.shape[0] != m:
-            raise ValueError(
-                f"`{xn}` must hold the same {m} tasks as `X_support` (got {X.shape[0]})"
-            )
-        if X.shape[0] == 0:
-            raise ValueError(f"`{xn}` must hold at least one task (got shape {X.shape})")
-        if X.shape[1] == 0:
-            raise ValueError(f"`{xn}` must hold at least one sample per task (got k = 0)")
-        if X.shape[2] != d_in:
-            raise ValueError(
-                f"`{xn}` must have last dimension d_in = layers[0] = {d_in} (got shape {X.shape})"
-            )
-        mk = X.shape[:2]
-        if self.loss == "mse":
-            Y = check.float_array(Y, yn, ndim=3, shape_doc=f"({mk[0]}, {mk[1]}, {d_out})")
-            if Y.shape != (*mk, d_out):
-                raise ValueError(
-                    f"`{yn}` must have shape {(*mk, d_out)} to match `{xn}` and d_out = {d_out} "
-                    f"(got {Y.shape})"
-                )
-            return X, Y
-        Y = np.asarray(Y)
-        if Y.dtype.kind not in "iu":
-            raise TypeError(
-                f"`{yn}` must hold integer class labels for loss='xent' (got dtype {Y.dtype})"
-            )
-        if Y.shape != mk:
-            raise ValueError(f"`{yn}` must have shape {mk} to match `{xn}` (got {Y.shape})")
-        if Y.size and (Y.min() < 0 or Y.max() >= d_out):
-            raise ValueError(
-                f"`{yn}` labels must be in [0, {d_out}) for d_out = layers[-1] = {d_out} "
-                f"(got range [{Y.min()}, {Y.max()}])"
-            )
-        # np.require also copies a misaligned view: the kernels read aligned int64.
-        return X, np.require(Y, dtype=np.int64, requirements=["C", "A"])
-
     def __getitem__(self, index) -> MLPTasks:
-        idx = self._select(index)
-        q = (self.X_query[idx], self.Y_query[idx]) if self.separate_query else (None, None)
         return MLPTasks(
-            self.X_support[idx],
-            self.Y_support[idx],
-            *q,
+            *self._subset(self._select(index)),
             layers=self.layers,
             activation=self.activation,
             loss=self.loss,

@@ -12,21 +12,22 @@ and one last evaluation at :math:`x_T` without a step, so the history has T + 1
 records. :math:`\ell_t` is :math:`F_K(x_t)` on :math:`B_t` (:math:`F(x_t)` for
 :class:`fobmaml.Exact`).
 
-The loop is split into one small function per concern (input checks, the task
-source, the evaluation, the guarded outer step, the history, checkpoints, the
-progress bar). Its reliability rests on one invariant: the loop's progress is an
-immutable :class:`_Snapshot` (``x_t``, the optimizer state, the sampler's generator
-state before batch ``t`` is drawn, the number of history records that go with them),
-replaced by a single assignment once an iteration is complete. Whatever interrupts
-the loop (Ctrl-C, a divergence, an exception in a callback), the last snapshot is a
-consistent point to report, checkpoint, and resume from.
+:func:`meta_train` checks its arguments and hands the run to a small trainer with
+three methods: ``init`` (a fresh start, or a resume from a checkpoint), ``step`` (one
+record, and one outer step unless the run is over) and ``run`` (steps to the end,
+with periodic checkpoints). The task sources are in ``_sources.py``; the checkpoint
+file format and the run's fingerprint in :mod:`fobmaml.checkpoint`. The trainer's
+reliability rests on one invariant: its progress is an immutable :class:`_Snapshot`
+(``x_t``, the optimizer state, the sampler's generator state before batch ``t`` is
+drawn, the number of history records that go with them), replaced by a single
+assignment once an iteration is complete. Whatever interrupts the loop (Ctrl-C, a
+divergence, an exception in a callback), the last snapshot is a consistent point to
+report, checkpoint, and resume from.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import json
 import os
 import time
 from typing import Any, Callable, NamedTuple, Union
@@ -35,18 +36,22 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import _validation as check
-from ._native import core as _core
+from ._numerics import all_finite, norm, tree_finite
+from ._sources import FixedSource, Source, check_batch, task_source
 from ._version import __version__
 from .checkpoint import (
     CheckpointError,
+    check_fingerprint,
+    describe,
+    fingerprint,
     flatten_state,
     load_checkpoint,
     restore_state,
     save_checkpoint,
 )
-from .errors import TaskStatus, raise_for_status
+from .errors import NonFiniteStepError, raise_for_status
 from .estimators import Estimator, Exact
-from .optim import _all_finite, _state_finite, apply_updates
+from .optim import apply_updates
 from .tasks import TaskBatch
 
 __all__ = ["TrainResult", "meta_train"]
@@ -55,8 +60,6 @@ __all__ = ["TrainResult", "meta_train"]
 TaskSource = Union[TaskBatch, Callable[[np.random.Generator], TaskBatch]]
 
 _CHECKPOINT_KIND = "fobmaml.meta_train"
-#: Kernel status codes that count as a diverging task under ``on_divergence="skip"``.
-_DIVERGED = tuple(_core.STATUS_CODES.index(c) for c in ("non_finite", "diverged"))
 
 
 class TrainResult(NamedTuple):
@@ -101,17 +104,6 @@ def _check_x0(x0: object) -> np.ndarray:
     return np.array(x, dtype=np.float64, copy=True)
 
 
-def _check_batch(batch: object, n: int, name: str) -> TaskBatch:
-    if not isinstance(batch, TaskBatch):
-        raise TypeError(
-            f"{name} must be a fobmaml task batch such as QuadraticTasks "
-            f"(got {type(batch).__name__})"
-        )
-    if batch.dim != n:
-        raise ValueError(f"{name} has tasks of dimension {batch.dim}, but `x0` has {n} entries")
-    return batch
-
-
 def _check_optimizer(optimizer: object) -> Any:
     if isinstance(optimizer, type):
         raise TypeError(
@@ -139,7 +131,7 @@ def _check_reference(reference: object, eval_tasks: object, n: int) -> TaskBatch
         return None
     if reference is None:
         raise ValueError("`eval_tasks` is only used with `reference`; pass a fobmaml.Exact too")
-    return _check_batch(eval_tasks, n, "`eval_tasks`")
+    return check_batch(eval_tasks, n, "`eval_tasks`")
 
 
 def _check_checkpointing(
@@ -165,126 +157,7 @@ def _check_checkpointing(
     return path, every, bool(resume)
 
 
-# -- the task source ------------------------------------------------------------------------
-class _FixedSource:
-    """The same batch at every record."""
-
-    def __init__(self, batch: TaskBatch) -> None:
-        self.batch = batch
-
-    def draw(self) -> TaskBatch:
-        return self.batch
-
-    def rng_state(self) -> None:
-        return None
-
-    def set_rng_state(self, state: object) -> None:
-        pass
-
-
-class _SamplerSource:
-    """A fresh batch from ``sampler(rng)`` at every record, with one generator."""
-
-    def __init__(self, sampler: Callable, n: int, seed: int) -> None:
-        self.sampler, self.n = sampler, n
-        self.rng = np.random.default_rng(seed)
-
-    def draw(self) -> TaskBatch:
-        return _check_batch(
-            self.sampler(self.rng), self.n, "the batch returned by the `tasks` sampler"
-        )
-
-    def rng_state(self) -> dict:
-        return self.rng.bit_generator.state
-
-    def set_rng_state(self, state: object) -> None:
-        self.rng.bit_generator.state = state
-
-
-def _task_source(tasks: object, n: int, seed: int) -> _FixedSource | _SamplerSource:
-    if isinstance(tasks, TaskBatch):
-        return _FixedSource(_check_batch(tasks, n, "`tasks`"))
-    if callable(tasks):
-        return _SamplerSource(tasks, n, seed)
-    raise TypeError(
-        "`tasks` must be a fobmaml task batch such as QuadraticTasks, or a sampler "
-        f"`rng -> TaskBatch` (got {type(tasks).__name__})"
-    )
-
-
-# -- one iteration's pieces -----------------------------------------------------------------
-def _evaluate(estimator: Estimator, x: np.ndarray, batch: TaskBatch) -> tuple[float, Any, int]:
-    """``(loss, estimate, 0)``; any failing task raises (``on_divergence="raise"``)."""
-    loss, grad = estimator.value_and_gradient(x, batch)
-    return float(loss), grad, 0
-
-
-def _evaluate_skipping(
-    estimator: Estimator, x: np.ndarray, batch: TaskBatch
-) -> tuple[float, Any, int]:
-    """``(loss, estimate, failed)`` over the non-diverging tasks (``on_divergence="skip"``).
-
-    The loss and the estimate are means over the good tasks; with no good task they are
-    NaN and None. Failures other than divergence still raise.
-    """
-    est = estimator.estimate(x, batch, losses=True, errors="return")
-    st = est.status
-    ok = st.ok
-    other = ~ok & ~np.isin(st.code, _DIVERGED)
-    if other.any():
-        raise_for_status(
-            TaskStatus(np.where(other, st.code, 0), st.stage, st.step, st.value), estimator.name
-        )
-    failed = int(np.count_nonzero(~ok))
-    if failed == ok.size:
-        return float("nan"), None, failed
-    return float(np.mean(est.losses[ok])), est.gradient, failed
-
-
-def _norm(g: np.ndarray) -> float:
-    """The Euclidean norm, finite for any finite ``g``.
-
-    ``numpy.linalg.norm`` (bit for bit, as before) unless its squares could overflow,
-    max |g_j| > 1e150; then ``a ||g/a||`` with a = max |g_j|.
-    """
-    g = np.asarray(g, dtype=np.float64)
-    a = float(np.max(np.abs(g))) if g.size else 0.0
-    if not np.isfinite(a) or a <= 1e150:
-        return float(np.linalg.norm(g))
-    s = g / a
-    return a * float(np.sqrt(np.dot(s, s)))
-
-
-def _outer_step(
-    optimizer: Any, x: np.ndarray, grad: np.ndarray, state: Any
-) -> tuple[np.ndarray, Any] | str:
-    """``(x_next, state_next)``, or a description of what became non-finite.
-
-    NumPy's overflow warnings are silenced here: a non-finite result is reported by
-    the caller as a divergence of the outer loop instead.
-    """
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        try:
-            updates, new_state = optimizer.update(grad, state, x)
-            if not _all_finite(updates):
-                return "update"
-            new_x = apply_updates(x, updates)
-        except FloatingPointError as exc:  # fobmaml's optimizers and apply_updates say what
-            what = getattr(exc, "nonfinite", None)
-            if what is None:
-                raise
-            return what
-    # apply_updates has checked new_x; optimizers of other libraries may not check their state.
-    if not _state_finite(new_state):
-        return "optimizer state"
-    return new_x, new_state
-
-
-def _reference_record(reference: Exact, x: np.ndarray, batch: TaskBatch) -> dict:
-    loss, grad = reference.value_and_gradient(x, batch)
-    return {"exact_loss": float(loss), "exact_grad_norm": _norm(grad)}
-
-
+# -- records and progress -------------------------------------------------------------------
 class _History:
     """Records appended one at a time (one list append each), returned as a dict of arrays."""
 
@@ -330,7 +203,6 @@ def _readonly(x: np.ndarray) -> np.ndarray:
     return view
 
 
-# -- progress and checkpoints ---------------------------------------------------------------
 class _Snapshot(NamedTuple):
     """A consistent point of the run; replaced as a whole, never modified."""
 
@@ -345,14 +217,183 @@ class _Snapshot(NamedTuple):
     stopped_early: bool = False
 
 
-class _Run:
-    """The mutable holder of the current snapshot and the history."""
+def _attach(exc: BaseException, result: TrainResult) -> None:
+    try:
+        exc.result = result
+    except AttributeError:  # an exception type without a __dict__
+        pass
 
-    def __init__(self, snap: _Snapshot, history: _History) -> None:
-        self.snap = snap
-        self.history = history
 
-    def result(self, interrupted: bool, resumed_from: int | None) -> TrainResult:
+# -- the trainer ----------------------------------------------------------------------------
+class _Trainer:
+    """One run of :func:`meta_train`: its parts, its progress (a snapshot) and its history.
+
+    ``init`` starts it (or resumes it from its checkpoint), ``step`` computes one record
+    and, unless the run is over, takes one outer step, and ``run`` steps to the end.
+    """
+
+    def __init__(
+        self,
+        x0: np.ndarray,
+        source: Source,
+        estimator: Estimator,
+        optimizer: Any,
+        iterations: int,
+        *,
+        reference: Exact | None,
+        eval_batch: TaskBatch | None,
+        callback: Callable | None,
+        skip: bool,
+        checkpoint: str | None,
+        checkpoint_every: int | None,
+        config: dict | None,
+    ) -> None:
+        self.x0, self.source, self.estimator, self.optimizer = x0, source, estimator, optimizer
+        self.iterations, self.reference, self.eval_batch = iterations, reference, eval_batch
+        self.callback, self.skip = callback, skip
+        self.path, self.every, self.config = checkpoint, checkpoint_every, config
+        keys = ("iteration", "meta_loss", "estimate_norm", "time")
+        if reference is not None:
+            keys += ("exact_loss", "exact_grad_norm")
+        if skip:
+            keys += ("skipped_tasks",)
+        self.history = _History(keys)
+        self.snap: _Snapshot | None = None
+        self.resumed_from: int | None = None
+
+    # -- the three steps of a run ---------------------------------------------------------
+    def init(self, resume: bool) -> None:
+        """Start at ``x0`` with a fresh optimizer state, or from the checkpoint if resuming."""
+        state = self.optimizer.init(self.x0)
+        self.snap = _Snapshot(0, self.x0, state, self.source.rng_state(), 0, 0.0, 0)
+        if resume and self.path is not None and os.path.exists(self.path):
+            self.snap, self.history = self._restore(state)
+            self.resumed_from = self.snap.t
+
+    @property
+    def finished(self) -> bool:
+        return self.snap.finished
+
+    def step(self, bar: Any) -> None:
+        """Record at x_t; then take the outer step to x_{t+1}, or finish the run.
+
+        Commits one snapshot when the iteration is complete, so an exception leaves the
+        last complete one in place.
+        """
+        snap = self.snap
+        t, x, state = snap.t, snap.x, snap.state
+        batch = self.source.draw()
+        start = time.perf_counter()
+        loss, grad, failed = self._evaluate(x, batch)
+        elapsed = snap.elapsed + (time.perf_counter() - start)
+        good = grad is not None and all_finite(grad)
+        if grad is not None and not good and not self.skip:
+            raise FloatingPointError(
+                f"meta_train: the batch estimate at iteration {t} is not finite; the last good "
+                "x and the history so far are in `exc.result`"
+            )
+        record = {
+            "iteration": t,
+            "meta_loss": loss,
+            "estimate_norm": norm(grad) if grad is not None else float("nan"),
+            "time": elapsed,
+        }
+        if self.skip:
+            record["skipped_tasks"] = failed
+        if self.reference is not None:
+            record.update(self._reference_record(x, batch))
+        self.history.append(record)
+        bar.set_postfix(_postfix(record), refresh=False)
+        stop = self.callback is not None and self.callback(t, _readonly(x), dict(record))
+        if stop or t == self.iterations:
+            self.snap = snap._replace(
+                rng_state=self.source.rng_state(),
+                records=t + 1,
+                elapsed=elapsed,
+                finished=True,
+                stopped_early=bool(stop) and t < self.iterations,
+            )
+            return
+        start = time.perf_counter()
+        stepped = self._outer_step(x, grad, state) if good else "estimate"
+        elapsed += time.perf_counter() - start
+        if isinstance(stepped, str):
+            if stepped != "estimate" and not self.skip:
+                raise FloatingPointError(
+                    f"meta_train: the outer step at iteration {t} (x_{t} -> x_{t + 1}) produced "
+                    f"a non-finite {stepped}; x_{t}, the last finite iterate, and the history "
+                    f"up to iteration {t} are in `exc.result`"
+                )
+            x_next, state_next, skipped = x, state, 1
+        else:
+            (x_next, state_next), skipped = stepped, 0
+        self.snap = _Snapshot(
+            t=t + 1,
+            x=x_next,
+            state=state_next,
+            rng_state=self.source.rng_state(),
+            records=t + 1,
+            elapsed=elapsed,
+            skipped=snap.skipped + skipped,
+        )
+        bar.update(1)
+        if self.path is not None and self.every is not None and (t + 1) % self.every == 0:
+            self.save()
+
+    def run(self, bar: Any) -> None:
+        """Step until the run is finished."""
+        while not self.finished:
+            self.step(bar)
+
+    # -- one iteration's pieces -----------------------------------------------------------
+    def _evaluate(self, x: np.ndarray, batch: TaskBatch) -> tuple[float, Any, int]:
+        """``(loss, estimate or None, diverged tasks)`` at x on the batch.
+
+        Without ``skip``, any failing task raises. With it, the loss and the estimate are
+        means over the tasks that did not diverge (NaN and None if none is left), and
+        failures other than divergence still raise.
+        """
+        if not self.skip:
+            loss, grad = self.estimator.value_and_gradient(x, batch)
+            return float(loss), grad, 0
+        est = self.estimator.estimate(x, batch, losses=True, errors="return")
+        st = est.status
+        ok = st.ok
+        other = ~ok & ~st.diverged
+        if other.any():
+            raise_for_status(st.restricted(other), self.estimator.name)
+        failed = int(np.count_nonzero(~ok))
+        if failed == ok.size:
+            return float("nan"), None, failed
+        return float(np.mean(est.losses[ok])), est.gradient, failed
+
+    def _outer_step(self, x: np.ndarray, grad: np.ndarray, state: Any) -> tuple | str:
+        """``(x_next, state_next)``, or a description of what became non-finite.
+
+        NumPy's overflow warnings are silenced here: a non-finite result is reported as
+        a divergence of the outer loop instead.
+        """
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            try:
+                updates, new_state = self.optimizer.update(grad, state, x)
+                if not all_finite(updates):
+                    return "update"
+                new_x = apply_updates(x, updates)
+            except NonFiniteStepError as exc:  # fobmaml's optimizers and apply_updates
+                return exc.what
+        # apply_updates has checked new_x; optimizers of other libraries may not check their
+        # state.
+        if not tree_finite(new_state):
+            return "optimizer state"
+        return new_x, new_state
+
+    def _reference_record(self, x: np.ndarray, batch: TaskBatch) -> dict:
+        batch = batch if self.eval_batch is None else self.eval_batch
+        loss, grad = self.reference.value_and_gradient(x, batch)
+        return {"exact_loss": float(loss), "exact_grad_norm": norm(grad)}
+
+    # -- the result and the checkpoint ----------------------------------------------------
+    def result(self, interrupted: bool) -> TrainResult:
         """The snapshot's x and state with every completed record (the evaluation at x_t too)."""
         snap = self.snap
         return TrainResult(
@@ -362,207 +403,82 @@ class _Run:
             stopped_early=snap.stopped_early,
             skipped_iterations=snap.skipped,
             interrupted=interrupted,
-            resumed_from=resumed_from,
+            resumed_from=self.resumed_from,
         )
 
-
-def _describe(obj: Any) -> dict:
-    """An estimator's or optimizer's identity: its type and parameters (or repr)."""
-    kind = f"{type(obj).__module__}.{type(obj).__qualname__}"
-    get_params = getattr(obj, "get_params", None)
-    return {"type": kind, "params": get_params() if callable(get_params) else repr(obj)}
-
-
-def _json_default(obj: object) -> object:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return repr(obj)
-
-
-def _fingerprint(**items: Any) -> dict:
-    """The configuration as it reads back from JSON (so that it compares equal)."""
-    return json.loads(json.dumps(items, sort_keys=True, default=_json_default))
-
-
-def _save(path: str, config: dict, run: _Run) -> None:
-    snap = run.snap
-    spec, state_arrays = flatten_state(snap.state)
-    arrays = {"x": snap.x}
-    arrays.update({f"history/{k}": v for k, v in run.history.arrays(snap.records).items()})
-    arrays.update({f"state/{i}": a for i, a in enumerate(state_arrays)})
-    metadata = {
-        "kind": _CHECKPOINT_KIND,
-        "fobmaml_version": __version__,
-        "config": config,
-        "iteration": snap.t,
-        "records": snap.records,
-        "elapsed": snap.elapsed,
-        "skipped_iterations": snap.skipped,
-        "finished": snap.finished,
-        "stopped_early": snap.stopped_early,
-        "rng_state": snap.rng_state,
-        "optimizer_state": spec,
-        "history_keys": list(run.history.keys),
-    }
-    save_checkpoint(path, arrays, metadata)
-
-
-def _mismatch(path: str, saved: dict, config: dict) -> str | None:
-    for key in sorted(set(saved) | set(config)):
-        if saved.get(key) != config.get(key):
-            return (
-                f"checkpoint {path!r} was written by a different run: `{key}` differs "
-                f"(checkpoint: {saved.get(key)!r}; this call: {config.get(key)!r}). "
-                "Pass the same arguments to resume, or remove the file (or pass "
-                "resume=False) to start over"
-            )
-    return None
-
-
-def _restore(
-    path: str, config: dict, keys: tuple[str, ...], template: Any, source: Any, n: int
-) -> tuple[_Snapshot, _History]:
-    """Load a meta_train checkpoint, check that it belongs to this run, and rebuild it."""
-    ck = load_checkpoint(path)
-    meta = ck.metadata
-    if meta.get("kind") != _CHECKPOINT_KIND:
-        raise CheckpointError(f"checkpoint {path!r} was not written by fobmaml.meta_train")
-    if not isinstance(meta.get("config"), dict):
-        raise CheckpointError(f"checkpoint {path!r} has no run configuration")
-    message = _mismatch(path, meta["config"], config)
-    if message:
-        raise CheckpointError(message)
-    try:
-        t, records = meta["iteration"], meta["records"]
-        finished = meta["finished"]
-        if not (isinstance(t, int) and 0 <= t <= config["iterations"]):
-            raise ValueError(f"bad iteration {t!r}")
-        if records != t + (1 if finished else 0):
-            raise ValueError(f"{records!r} history records do not go with iteration {t}")
-        if meta["history_keys"] != list(keys):
-            raise ValueError(f"history keys {meta['history_keys']} (expected {list(keys)})")
-        x = ck.arrays["x"]
-        if x.dtype != np.float64 or x.shape != (n,) or not np.all(np.isfinite(x)):
-            raise ValueError(f"`x` must be {n} finite float64 values")
-        history = _History(keys)
-        columns = {k: ck.arrays[f"history/{k}"] for k in keys}
-        if any(c.shape != (records,) for c in columns.values()):
-            raise ValueError("history columns of the wrong length")
-        history.load(columns, records)
-        state_arrays = []
-        while f"state/{len(state_arrays)}" in ck.arrays:
-            state_arrays.append(ck.arrays[f"state/{len(state_arrays)}"])
-        state = restore_state(template, meta["optimizer_state"], state_arrays)
-        rng_state = meta["rng_state"]
-        if (rng_state is None) != (source.rng_state() is None):
-            raise ValueError("the generator state does not match the task source")
-        if rng_state is not None:
-            source.set_rng_state(rng_state)
-        snap = _Snapshot(
-            t=t,
-            x=x,
-            state=state,
-            rng_state=rng_state,
-            records=records,
-            elapsed=float(meta["elapsed"]),
-            skipped=int(meta["skipped_iterations"]),
-            finished=bool(finished),
-            stopped_early=bool(meta["stopped_early"]),
-        )
-    except CheckpointError:
-        raise
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path!r} has malformed contents: {exc}") from exc
-    return snap, history
-
-
-def _attach(exc: BaseException, result: TrainResult) -> None:
-    try:
-        exc.result = result
-    except AttributeError:  # an exception type without a __dict__
-        pass
-
-
-# -- the loop -------------------------------------------------------------------------------
-def _loop(
-    run: _Run,
-    *,
-    iterations: int,
-    source: Any,
-    evaluate: Callable[[np.ndarray, TaskBatch], tuple[float, Any, int]],
-    step: Callable[[np.ndarray, np.ndarray, Any], Any],
-    reference: Callable[[np.ndarray, TaskBatch], dict] | None,
-    callback: Callable | None,
-    skip: bool,
-    completed: Callable[[int], None],
-    bar: Any,
-) -> None:
-    """Run from ``run.snap`` to the end, committing one snapshot per completed iteration.
-
-    ``evaluate(x, batch)`` gives ``(loss, estimate or None, diverged tasks)``,
-    ``step(x, estimate, state)`` the guarded outer step (:func:`_outer_step`),
-    ``reference(x, batch)`` the reference's record entries, and ``completed(k)`` is
-    told after the k-th step (for periodic checkpoints).
-    """
-    while True:
-        snap = run.snap
-        t, x, state = snap.t, snap.x, snap.state
-        batch = source.draw()
-        start = time.perf_counter()
-        loss, grad, failed = evaluate(x, batch)
-        elapsed = snap.elapsed + (time.perf_counter() - start)
-        good = grad is not None and _all_finite(grad)
-        if grad is not None and not good and not skip:
-            raise FloatingPointError(
-                f"meta_train: the batch estimate at iteration {t} is not finite; the last good "
-                "x and the history so far are in `exc.result`"
-            )
-        record = {
-            "iteration": t,
-            "meta_loss": loss,
-            "estimate_norm": _norm(grad) if grad is not None else float("nan"),
-            "time": elapsed,
+    def save(self) -> None:
+        """Write the snapshot, its history records and the fingerprint to the checkpoint."""
+        snap = self.snap
+        spec, state_arrays = flatten_state(snap.state)
+        arrays = {"x": snap.x}
+        arrays.update({f"history/{k}": v for k, v in self.history.arrays(snap.records).items()})
+        arrays.update({f"state/{i}": a for i, a in enumerate(state_arrays)})
+        metadata = {
+            "kind": _CHECKPOINT_KIND,
+            "fobmaml_version": __version__,
+            "config": self.config,
+            "iteration": snap.t,
+            "records": snap.records,
+            "elapsed": snap.elapsed,
+            "skipped_iterations": snap.skipped,
+            "finished": snap.finished,
+            "stopped_early": snap.stopped_early,
+            "rng_state": snap.rng_state,
+            "optimizer_state": spec,
+            "history_keys": list(self.history.keys),
         }
-        if skip:
-            record["skipped_tasks"] = failed
-        if reference is not None:
-            record.update(reference(x, batch))
-        run.history.append(record)
-        bar.set_postfix(_postfix(record), refresh=False)
-        stop = callback is not None and callback(t, _readonly(x), dict(record))
-        if stop or t == iterations:
-            run.snap = snap._replace(
-                rng_state=source.rng_state(),
-                records=t + 1,
-                elapsed=elapsed,
-                finished=True,
-                stopped_early=bool(stop) and t < iterations,
+        save_checkpoint(self.path, arrays, metadata)
+
+    def _restore(self, template: Any) -> tuple[_Snapshot, _History]:
+        """Load the checkpoint, check that it belongs to this run, and rebuild it."""
+        path, config, keys, n = self.path, self.config, self.history.keys, self.x0.size
+        ck = load_checkpoint(path)
+        meta = ck.metadata
+        if meta.get("kind") != _CHECKPOINT_KIND:
+            raise CheckpointError(f"checkpoint {path!r} was not written by fobmaml.meta_train")
+        check_fingerprint(path, meta.get("config"), config)
+        try:
+            t, records = meta["iteration"], meta["records"]
+            finished = meta["finished"]
+            if not (isinstance(t, int) and 0 <= t <= config["iterations"]):
+                raise ValueError(f"bad iteration {t!r}")
+            if records != t + (1 if finished else 0):
+                raise ValueError(f"{records!r} history records do not go with iteration {t}")
+            if meta["history_keys"] != list(keys):
+                raise ValueError(f"history keys {meta['history_keys']} (expected {list(keys)})")
+            x = ck.arrays["x"]
+            if x.dtype != np.float64 or x.shape != (n,) or not np.all(np.isfinite(x)):
+                raise ValueError(f"`x` must be {n} finite float64 values")
+            history = _History(keys)
+            columns = {k: ck.arrays[f"history/{k}"] for k in keys}
+            if any(c.shape != (records,) for c in columns.values()):
+                raise ValueError("history columns of the wrong length")
+            history.load(columns, records)
+            state_arrays = []
+            while f"state/{len(state_arrays)}" in ck.arrays:
+                state_arrays.append(ck.arrays[f"state/{len(state_arrays)}"])
+            state = restore_state(template, meta["optimizer_state"], state_arrays)
+            rng_state = meta["rng_state"]
+            if (rng_state is None) != (self.source.rng_state() is None):
+                raise ValueError("the generator state does not match the task source")
+            if rng_state is not None:
+                self.source.set_rng_state(rng_state)
+            snap = _Snapshot(
+                t=t,
+                x=x,
+                state=state,
+                rng_state=rng_state,
+                records=records,
+                elapsed=float(meta["elapsed"]),
+                skipped=int(meta["skipped_iterations"]),
+                finished=bool(finished),
+                stopped_early=bool(meta["stopped_early"]),
             )
-            return
-        start = time.perf_counter()
-        stepped = step(x, grad, state) if good else "estimate"
-        elapsed += time.perf_counter() - start
-        if isinstance(stepped, str):
-            if stepped != "estimate" and not skip:
-                raise FloatingPointError(
-                    f"meta_train: the outer step at iteration {t} (x_{t} -> x_{t + 1}) produced "
-                    f"a non-finite {stepped}; x_{t}, the last finite iterate, and the history "
-                    f"up to iteration {t} are in `exc.result`"
-                )
-            x_next, state_next, skipped = x, state, 1
-        else:
-            (x_next, state_next), skipped = stepped, 0
-        run.snap = _Snapshot(
-            t=t + 1,
-            x=x_next,
-            state=state_next,
-            rng_state=source.rng_state(),
-            records=t + 1,
-            elapsed=elapsed,
-            skipped=snap.skipped + skipped,
-        )
-        bar.update(1)
-        completed(t + 1)
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {path!r} has malformed contents: {exc}") from exc
+        return snap, history
 
 
 def meta_train(
@@ -748,7 +664,7 @@ def meta_train(
     x = _check_x0(x0)
     n = x.size
     seed = check.integer(seed, "seed", minimum=0)
-    source = _task_source(tasks, n, seed)
+    source = task_source(tasks, n, seed)
     if not isinstance(estimator, Estimator):
         raise TypeError(
             "`estimator` must be a fobmaml estimator such as fobmaml.FOBMAML "
@@ -767,67 +683,47 @@ def meta_train(
     check.choice(on_interrupt, "on_interrupt", ("raise", "return"))
     path, every, resume = _check_checkpointing(checkpoint, checkpoint_every, resume)
 
-    keys = ("iteration", "meta_loss", "estimate_norm", "time")
-    if reference is not None:
-        keys += ("exact_loss", "exact_grad_norm")
-    if skip:
-        keys += ("skipped_tasks",)
-    state = optimizer.init(x)
-    run = _Run(_Snapshot(0, x, state, source.rng_state(), 0, 0.0, 0), _History(keys))
-    resumed_from = None
-    save = None
+    config = None
     if path is not None:
-        config = _fingerprint(
-            estimator=_describe(estimator),
-            optimizer=_describe(optimizer),
-            reference=None if reference is None else _describe(reference),
+        config = fingerprint(
+            estimator=describe(estimator),
+            optimizer=describe(optimizer),
+            reference=None if reference is None else describe(reference),
             x0={"shape": [n], "sha256": hashlib.sha256(x.tobytes()).hexdigest()},
             seed=seed,
             iterations=iterations,
-            tasks="batch" if isinstance(source, _FixedSource) else "sampler",
+            tasks="batch" if isinstance(source, FixedSource) else "sampler",
             eval_tasks=eval_batch is not None,
             on_divergence=on_divergence,
         )
-
-        def save() -> None:
-            _save(path, config, run)
-
-        if resume and os.path.exists(path):
-            run.snap, run.history = _restore(path, config, keys, state, source, n)
-            resumed_from = run.snap.t
-            if run.snap.finished:
-                return run.result(interrupted=False, resumed_from=resumed_from)
-
-    def completed(k: int) -> None:
-        if save is not None and every is not None and k % every == 0:
-            save()
-
-    def reference_record(x: np.ndarray, batch: TaskBatch) -> dict:
-        return _reference_record(reference, x, batch if eval_batch is None else eval_batch)
-
-    evaluate = _evaluate_skipping if skip else _evaluate
+    trainer = _Trainer(
+        x,
+        source,
+        estimator,
+        optimizer,
+        iterations,
+        reference=reference,
+        eval_batch=eval_batch,
+        callback=callback,
+        skip=skip,
+        checkpoint=path,
+        checkpoint_every=every,
+        config=config,
+    )
+    trainer.init(resume)
+    if trainer.finished:  # a checkpoint of a finished run
+        return trainer.result(interrupted=False)
     try:
-        with _progress_bar(iterations, run.snap.t, bool(progress), desc) as bar:
-            _loop(
-                run,
-                iterations=iterations,
-                source=source,
-                evaluate=functools.partial(evaluate, estimator),
-                step=functools.partial(_outer_step, optimizer),
-                reference=None if reference is None else reference_record,
-                callback=callback,
-                skip=skip,
-                completed=completed,
-                bar=bar,
-            )
-        if save is not None:
-            save()
+        with _progress_bar(iterations, trainer.snap.t, bool(progress), desc) as bar:
+            trainer.run(bar)
+        if path is not None:
+            trainer.save()
     except BaseException as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)
-        partial = run.result(interrupted=interrupted, resumed_from=resumed_from)
-        if save is not None:
+        partial = trainer.result(interrupted=interrupted)
+        if path is not None:
             try:
-                save()
+                trainer.save()
             except BaseException as failed:
                 _attach(failed, partial)
                 raise
@@ -835,4 +731,4 @@ def meta_train(
             return partial
         _attach(exc, partial)
         raise
-    return run.result(interrupted=False, resumed_from=resumed_from)
+    return trainer.result(interrupted=False)

@@ -21,7 +21,7 @@ namespace fobmaml {
 
 // Threads used by the batch kernels. 0 (the default) is automatic: up to OpenMP's
 // default (OMP_NUM_THREADS or the number of cores), but no more than the work pays
-// for (see threads_for). A positive value is used as given, whatever the work.
+// for (see plan_threads). A positive value is used as given, whatever the work.
 // Process-wide, unlike omp_set_num_threads, which only affects the calling thread.
 inline std::atomic<int> g_num_threads{0};
 
@@ -42,14 +42,29 @@ inline int max_threads() {
 // costs more than it saves.
 constexpr double kMinFlopsPerThread = 2e5;
 
-// Threads for m tasks of `flops_per_task` estimated flops each.
-inline int threads_for(Index m, double flops_per_task) {
-  Index t = std::min<Index>(max_threads(), m);
+// How a batch uses its threads: over its tasks, one task per thread; or, when it has fewer
+// tasks than threads, one task at a time with the threads over the columns of the
+// estimator's block (FO-B-MAML's phi, psi+ and psi-; HF-MAML's pair of gradients). Either
+// way every task and every column is computed the same way, so results do not depend on
+// the plan. Nested parallelism is not used: it is a process-wide OpenMP setting.
+struct ThreadPlan {
+  int tasks = 1;
+  int columns = 1;
+};
+
+// The plan for m tasks of `flops_per_task` estimated flops each, whose largest block has
+// `block_cols` columns.
+inline ThreadPlan plan_threads(Index m, double flops_per_task, int block_cols = 1) {
+  Index t = max_threads();
   if (g_num_threads.load() == 0) {
     const double by_work = std::floor(static_cast<double>(m) * flops_per_task / kMinFlopsPerThread);
     t = std::min<Index>(t, static_cast<Index>(std::min(by_work, 1e6)));
   }
-  return static_cast<int>(std::max<Index>(1, t));
+  t = std::max<Index>(1, t);
+  ThreadPlan plan;
+  plan.tasks = static_cast<int>(std::min<Index>(t, m));
+  if (plan.tasks == 1) plan.columns = static_cast<int>(std::min<Index>(t, std::max(1, block_cols)));
+  return plan;
 }
 
 // A rough cost model of one task: gradient evaluations times the family's cost of one.
@@ -86,12 +101,17 @@ inline int thread_id() {
 
 // Calls body(i, workspace) for i = 0..m-1 on `threads` threads. Workspaces are built here,
 // before the parallel region (so an allocation failure surfaces as an exception
-// in the calling thread), one per thread actually used.
+// in the calling thread), one per thread actually used. One thread runs outside any
+// parallel region, so that the body may open its own (column threads).
 template <class Workspace, class Make, class Body>
 void for_each_task(Index m, int threads, Make&& make, Body&& body) {
   std::vector<Workspace> ws;
   ws.reserve(threads);
   for (int t = 0; t < threads; ++t) ws.push_back(make());
+  if (threads <= 1) {
+    for (Index i = 0; i < m; ++i) body(i, ws[0]);
+    return;
+  }
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
   for (Index i = 0; i < m; ++i) body(i, ws[thread_id()]);
 }
@@ -127,17 +147,18 @@ inline void finish_batch(double* G, double* losses, const Status* status, Index 
   }
 }
 
+// The thread plan of one estimator call on these tasks.
+template <class Family>
+ThreadPlan estimator_plan(const Family& fam, const EstimatorConfig& cfg) {
+  return plan_threads(fam.num_tasks(), task_flops(fam, cfg), block_columns(cfg));
+}
+
 // Bytes of workspace one estimator call allocates (all threads), before allocating any.
 template <class Family>
 std::size_t batch_workspace_bytes(const Family& fam, const EstimatorConfig& cfg) {
-  const Index m = fam.num_tasks();
-  std::size_t family_bytes;
-  if constexpr (Family::has_direct_solve)
-    family_bytes = fam.workspace_bytes(cfg.kind == Kind::exact && cfg.solver == ExactSolver::automatic);
-  else
-    family_bytes = fam.workspace_bytes();
-  const auto threads = static_cast<std::size_t>(threads_for(m, task_flops(fam, cfg)));
-  return threads * (predicted_workspace_bytes(fam.dim(), cfg) + family_bytes);
+  const ThreadPlan plan = estimator_plan(fam, cfg);
+  return static_cast<std::size_t>(plan.tasks) *
+         TaskWorkspace<Family>::predicted_bytes(fam, cfg, plan.columns);
 }
 
 // Per-task estimates into the rows of G (m x n, row-major), losses into `losses`
@@ -148,8 +169,9 @@ void estimate_batch(const Family& fam, VecIn x, const EstimatorConfig& cfg, doub
   const Vec x0 = x;  // an aligned private copy: results must not depend on the caller's alignment
   const Index n = fam.dim();
   const Index m = fam.num_tasks();
+  const ThreadPlan plan = estimator_plan(fam, cfg);
   for_each_task<TaskWorkspace<Family>>(
-      m, threads_for(m, task_flops(fam, cfg)), [&] { return TaskWorkspace<Family>(fam, cfg); },
+      m, plan.tasks, [&] { return TaskWorkspace<Family>(fam, cfg, plan.columns); },
       [&](Index i, TaskWorkspace<Family>& ws) {
         // Computed in the (aligned) workspace, then copied: Eigen peels unaligned heads of
         // a destination into scalar code, which rounds differently from its FMA packets, so
@@ -171,7 +193,7 @@ void adapt_batch(const Family& fam, VecIn x, const InnerConfig& inner, double* P
   cfg.inner = inner;
   const Index m = fam.num_tasks();
   for_each_task<TaskWorkspace<Family>>(
-      m, threads_for(m, task_flops(fam, cfg)), [&] { return TaskWorkspace<Family>(fam, cfg); },
+      m, plan_threads(m, task_flops(fam, cfg)).tasks, [&] { return TaskWorkspace<Family>(fam, cfg); },
       [&](Index i, TaskWorkspace<Family>& ws) {
         status[i] = adapt_task(fam, i, x0, inner, ws, losses ? losses + i : nullptr);
         if (status[i].ok() && losses && !std::isfinite(losses[i]))
@@ -195,9 +217,11 @@ void family_batch(const Family& fam, bool query, const double* Phi, const double
     Mat phi, g;
     Vec v, hv;
   };
+  FamilyOptions opt;
+  opt.hvp = V != nullptr;
   for_each_task<Scratch>(
-      m, threads_for(m, 2.0 * fam.gradient_flops()),
-      [&] { return Scratch{fam.make_workspace(), Mat(n, 1), Mat(n, 1), Vec(V ? n : 0), Vec(V ? n : 0)}; },
+      m, plan_threads(m, 2.0 * fam.gradient_flops()).tasks,
+      [&] { return Scratch{fam.make_workspace(opt), Mat(n, 1), Mat(n, 1), Vec(V ? n : 0), Vec(V ? n : 0)}; },
       [&](Index i, Scratch& s) {
         s.phi.col(0) = Eigen::Map<const Vec>(Phi + i * n, n);
         if (query) {

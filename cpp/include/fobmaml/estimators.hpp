@@ -1,14 +1,18 @@
-// Per-task meta-gradient estimators (ESTIMATORS.md, "Estimators"). Each one is
-// written once, against the task-family interface:
-//   num_tasks(), dim(), query_is_support(), make_workspace(), gradient_flops(),
+// Per-task meta-gradient estimators (docs/estimators.md, "Estimators"). Each one is
+// written once, against the task-family interface that is_task_family checks:
+//   num_tasks(), dim(), query_is_support(), gradient_flops(),
+//   make_workspace(FamilyOptions), workspace_bytes(FamilyOptions),
 //   support_loss / query_loss(i, phi, ws),
 //   support_grad / query_grad(i, Phi (n x p), G (n x p), ws),
-//   support_hvp(i, phi, v, out, ws), query_accuracy(i, phi, ws) (NaN without classes),
-//   has_direct_solve and, if true, direct_exact(i, x, lam, phi*, grad, &loss, ws).
+//   support_hvp / query_hvp(i, phi, v, out, ws), query_accuracy(i, phi, ws) (NaN without
+//   classes), has_combined_grad and, if true, combined_grad(i, Phi, s, G, ws) (grad g + s_j
+//   grad f per column), has_direct_solve and, if true, direct_exact(i, x, lam, phi*, grad,
+//   &loss, ws).
 #pragma once
 
 #include <cmath>
 #include <cstddef>
+#include <type_traits>
 #include <utility>
 
 #include "cg.hpp"
@@ -19,16 +23,70 @@
 
 namespace fobmaml {
 
+// Detects the task-family interface above, so that a family that lacks a member fails
+// with one clear message instead of deep inside a template.
+template <class F, class = void>
+struct is_task_family : std::false_type {};
+
+template <class F>
+struct is_task_family<
+    F, std::void_t<decltype(std::declval<const F&>().num_tasks()), decltype(std::declval<const F&>().dim()),
+                   decltype(std::declval<const F&>().query_is_support()),
+                   decltype(std::declval<const F&>().gradient_flops()),
+                   decltype(std::declval<const F&>().workspace_bytes(std::declval<const FamilyOptions&>())),
+                   decltype(std::declval<const F&>().make_workspace(std::declval<const FamilyOptions&>())),
+                   decltype(std::declval<const F&>().support_loss(Index{}, std::declval<VecIn>(),
+                                                                  std::declval<typename F::Workspace&>())),
+                   decltype(std::declval<const F&>().query_loss(Index{}, std::declval<VecIn>(),
+                                                                std::declval<typename F::Workspace&>())),
+                   decltype(std::declval<const F&>().support_grad(Index{}, std::declval<BlockIn>(),
+                                                                  std::declval<BlockOut>(),
+                                                                  std::declval<typename F::Workspace&>())),
+                   decltype(std::declval<const F&>().query_grad(Index{}, std::declval<BlockIn>(),
+                                                                std::declval<BlockOut>(),
+                                                                std::declval<typename F::Workspace&>())),
+                   decltype(std::declval<const F&>().support_hvp(
+                       Index{}, std::declval<VecIn>(), std::declval<VecIn>(), std::declval<VecOut>(),
+                       std::declval<typename F::Workspace&>())),
+                   decltype(std::declval<const F&>().query_hvp(Index{}, std::declval<VecIn>(),
+                                                               std::declval<VecIn>(), std::declval<VecOut>(),
+                                                               std::declval<typename F::Workspace&>())),
+                   decltype(std::declval<const F&>().query_accuracy(Index{}, std::declval<VecIn>(),
+                                                                    std::declval<typename F::Workspace&>())),
+                   decltype(F::has_combined_grad), decltype(F::has_direct_solve)>> : std::true_type {};
+
+template <class F>
+inline constexpr bool is_task_family_v = is_task_family<F>::value;
+
 namespace detail {
 inline Eigen::Map<const Mat> as_block(const Vec& v) { return Eigen::Map<const Mat>(v.data(), v.size(), 1); }
 inline Eigen::Map<Mat> as_block(Vec& v) { return Eigen::Map<Mat>(v.data(), v.size(), 1); }
 }  // namespace detail
 
-// Everything one thread needs to run any estimator on any task of a family.
-// Sized once, before the parallel region; nothing is allocated per task or per step.
-template <class Family>
-struct TaskWorkspace {
-  typename Family::Workspace fam;
+// What an estimator asks of the family's workspace.
+inline FamilyOptions family_options(const EstimatorConfig& cfg, int column_threads) {
+  FamilyOptions opt;
+  opt.hvp = cfg.kind == Kind::maml || cfg.kind == Kind::imaml || cfg.kind == Kind::exact;
+  opt.exact_direct = cfg.kind == Kind::exact && cfg.solver == ExactSolver::automatic;
+  opt.column_threads = column_threads;
+  return opt;
+}
+
+// Columns of the largest block an estimator iterates at once: phi, psi+ and psi- run
+// together (FO-B-MAML), or the pair phi +- eps v (HF-MAML). Column threads beyond it idle.
+inline int block_columns(const EstimatorConfig& cfg) {
+  switch (cfg.kind) {
+    case Kind::fobmaml:
+      return cfg.scheme == Scheme::symmetric && cfg.perturbation == Perturbation::objective ? 3 : 2;
+    case Kind::hfmaml:
+      return 2;
+    default:
+      return 1;
+  }
+}
+
+// The estimators' own buffers (the family's come on top of them, see TaskWorkspace).
+struct EstimatorBuffers {
   InnerScratch inner;
   CGScratch cg;
   LanczosScratch lanczos;
@@ -38,41 +96,47 @@ struct TaskWorkspace {
   Vec base, v, a_next, a_next2, a_cur, hv, acc;
   Vec out;  // the task's estimate, computed here and then copied to the caller's row
 
-  TaskWorkspace(const Family& f, const EstimatorConfig& cfg) : fam(f.make_workspace()) {
-    const Index n = f.dim();
-    inner.resize(n, kMaxColumns);
-    block.resize(n, kMaxColumns);
-    for (Vec* w : {&base, &v, &a_next, &a_next2, &a_cur, &hv, &acc, &out}) w->resize(n);
-    if (cfg.kind == Kind::imaml || cfg.kind == Kind::exact) cg.resize(n);
-    if (cfg.kind == Kind::exact && cfg.pd_check_steps > 0) lanczos.resize(n, cfg.pd_check_steps);
-    if (cfg.kind == Kind::maml || cfg.kind == Kind::hfmaml) traj.resize(n, cfg.inner.steps);
-    if (cfg.kind == Kind::hfmaml) {
-      fd_in.resize(n, 2);
-      fd_out.resize(n, 2);
+  // The one description of the buffers and their shapes (n: the parameter dimension). The
+  // TaskWorkspace constructor allocates them with it; predicted_bytes adds them up.
+  template <class Visit>
+  void layout(Index n, const EstimatorConfig& cfg, Visit&& visit) {
+    for (Mat* M : {&inner.prev, &inner.grad, &inner.extra, &block}) visit(*M, n, kMaxColumns);
+    for (Vec* w : {&base, &v, &a_next, &a_next2, &a_cur, &hv, &acc, &out}) visit(*w, n, 1);
+    if (cfg.kind == Kind::imaml || cfg.kind == Kind::exact)
+      for (Vec* w : {&cg.r, &cg.p, &cg.Mp}) visit(*w, n, 1);
+    if (cfg.kind == Kind::exact && cfg.pd_check_steps > 0) {
+      for (Vec* w : {&lanczos.q_prev, &lanczos.q, &lanczos.w}) visit(*w, n, 1);
+      for (Vec* w : {&lanczos.alpha, &lanczos.beta}) visit(*w, cfg.pd_check_steps, 1);
     }
-  }
-
-  // Bytes held by this workspace, excluding the family's own scratch.
-  std::size_t bytes() const {
-    std::size_t total = 0;
-    for (const Mat* M : {&inner.prev, &inner.grad, &inner.extra, &block, &traj, &fd_in, &fd_out})
-      total += static_cast<std::size_t>(M->size());
-    for (const Vec* w : {&cg.r, &cg.p, &cg.Mp, &lanczos.q_prev, &lanczos.q, &lanczos.w, &base, &v, &a_next,
-                         &a_next2, &a_cur, &hv, &acc, &out})
-      total += static_cast<std::size_t>(w->size());
-    return total * sizeof(double);
+    if (cfg.kind == Kind::maml || cfg.kind == Kind::hfmaml) visit(traj, n, cfg.inner.steps);
+    if (cfg.kind == Kind::hfmaml)
+      for (Mat* M : {&fd_in, &fd_out}) visit(*M, n, 2);
   }
 };
 
-// Bytes one TaskWorkspace will hold, predicted without allocating it.
-inline std::size_t predicted_workspace_bytes(Index n, const EstimatorConfig& cfg) {
-  std::size_t cols = 4 * kMaxColumns + 8;  // inner scratch, block, vectors
-  if (cfg.kind == Kind::imaml || cfg.kind == Kind::exact) cols += 3;
-  if (cfg.kind == Kind::exact && cfg.pd_check_steps > 0) cols += 3;
-  if (cfg.kind == Kind::maml || cfg.kind == Kind::hfmaml) cols += static_cast<std::size_t>(cfg.inner.steps);
-  if (cfg.kind == Kind::hfmaml) cols += 4;
-  return cols * static_cast<std::size_t>(n) * sizeof(double);
-}
+// Everything one thread needs to run any estimator on any task of a family.
+// Sized once, before the parallel region; nothing is allocated per task or per step.
+template <class Family>
+struct TaskWorkspace : EstimatorBuffers {
+  static_assert(is_task_family_v<Family>,
+                "Family does not implement the task-family interface (estimators.hpp)");
+
+  typename Family::Workspace fam;
+
+  TaskWorkspace(const Family& f, const EstimatorConfig& cfg, int column_threads = 1)
+      : fam(f.make_workspace(family_options(cfg, column_threads))) {
+    layout(f.dim(), cfg, [](auto& buffer, Index rows, Index cols) { buffer.resize(rows, cols); });
+  }
+
+  // Bytes one TaskWorkspace holds, the family's scratch included, predicted without allocating.
+  static std::size_t predicted_bytes(const Family& f, const EstimatorConfig& cfg, int column_threads = 1) {
+    std::size_t doubles = 0;
+    EstimatorBuffers().layout(f.dim(), cfg, [&](auto&, Index rows, Index cols) {
+      doubles += static_cast<std::size_t>(rows * cols);
+    });
+    return doubles * sizeof(double) + f.workspace_bytes(family_options(cfg, column_threads));
+  }
+};
 
 // phi_K of task i into ws.block.col(0); f_i(phi_K) into *loss if requested.
 template <class Family>
@@ -84,10 +148,12 @@ Status adapt_task(const Family& fam, Index i, const Vec& x, const InnerConfig& i
   return st;
 }
 
-// The MAML reverse recursion (ESTIMATORS.md), with the HVP H_k a supplied by `hvp`.
-//   a_K = grad f(phi_K), a_{K+1} = 0, G = 0
-//   for k = K-1 .. 0:  G += lr lam a_{k+1};  a_k = (1 + beta - lr lam) a_{k+1} - lr H_k a_{k+1} - beta
-//   a_{k+2} return G + a_0 - beta a_1
+// The MAML reverse recursion (docs/estimators.md), with the HVP H_k a supplied by `hvp`:
+//   a_K = grad f(phi_K),  a_{K+1} = 0,  G = 0
+//   for k = K-1 .. 0:
+//     G  += lr lam a_{k+1}
+//     a_k = (1 + beta - lr lam) a_{k+1} - lr H_k a_{k+1} - beta a_{k+2}
+//   return G + a_0 - beta a_1
 template <class Family, class Hvp>
 Status maml_backward(const Family& fam, Index i, const InnerConfig& c, TaskWorkspace<Family>& ws, Hvp&& hvp,
                      VecOut g) {
@@ -181,7 +247,7 @@ Status exact_task(const Family& fam, Index i, const Vec& x, const EstimatorConfi
   if (cfg.pd_check_steps > 0) {
     lanczos_start(static_cast<std::uint64_t>(i), ws.lanczos.q);
     const double theta = lanczos_min_ritz(apply, cfg.pd_check_steps, ws.lanczos);
-    if (!std::isfinite(theta)) return Status::failure(Code::non_finite, Stage::cg, 0);
+    if (!std::isfinite(theta)) return Status::failure(Code::non_finite, Stage::curvature_probe, -1);
     if (theta <= 0.0) return Status::failure(Code::not_pos_def, Stage::curvature_probe, -1, theta);
   }
   fam.query_grad(i, ws.block.leftCols(1), detail::as_block(ws.v), ws.fam);

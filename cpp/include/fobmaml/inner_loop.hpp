@@ -88,11 +88,16 @@ Status run_inner_loop(const Family& fam, Index task, const Vec& x, const InnerCo
 
   for (std::int64_t k = 0; k < steps; ++k) {
     if (trajectory) trajectory->col(k) = phi.col(0);
-    if (any_obj && Family::has_combined_grad) {
-      // grad g + s_j grad f in one pass per column; the rest plain support gradients.
-      fam.combined_grad(task, phi.leftCols(n_obj), obj.data(), grad.leftCols(n_obj), fws);
-      if (n_obj < p) fam.support_grad(task, phi.rightCols(p - n_obj), grad.rightCols(p - n_obj), fws);
-    } else {
+    bool combined = false;
+    if constexpr (Family::has_combined_grad) {
+      if (any_obj) {
+        // grad g + s_j grad f in one pass per column; the rest plain support gradients.
+        fam.combined_grad(task, phi.leftCols(n_obj), obj.data(), grad.leftCols(n_obj), fws);
+        if (n_obj < p) fam.support_grad(task, phi.rightCols(p - n_obj), grad.rightCols(p - n_obj), fws);
+        combined = true;
+      }
+    }
+    if (!combined) {
       fam.support_grad(task, phi, grad, fws);
       if (any_obj) {
         if (fam.query_is_support()) {

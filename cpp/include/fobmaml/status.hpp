@@ -1,6 +1,6 @@
 // Per-task status records. Kernels never throw inside a parallel region: each
-// task writes one Status, and the binding turns the first failure into an
-// exception after the region has ended.
+// task writes one Status, the binding returns them all after the region has ended,
+// and the Python layer turns the first failure into an exception (or reports it).
 #pragma once
 
 #include <cstdint>

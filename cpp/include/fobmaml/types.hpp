@@ -8,7 +8,7 @@ namespace fobmaml {
 
 using Index = Eigen::Index;
 using Vec = Eigen::VectorXd;
-using Mat = Eigen::MatrixXd;  // column-major: columns are parameter vectors
+using Mat = Eigen::MatrixXd;  // column-major
 using RowMat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 // A block of parameter vectors, one per column (n x p, column-major, contiguous columns).
@@ -19,7 +19,7 @@ using VecOut = Eigen::Ref<Vec>;
 
 // The inner loop: K steps of heavy-ball GD on h(phi; x) = g(phi) + lam/2 ||phi - x||^2.
 struct InnerConfig {
-  int steps = 1;          // K >= 1
+  int steps = 1;          // K >= 1 (adapt_batch also takes 0: evaluate at x itself)
   double lr = 0.1;        // alpha > 0
   double lam = 0.0;       // lambda >= 0
   double momentum = 0.0;  // beta in [0, 1)
@@ -46,6 +46,13 @@ struct EstimatorConfig {
   std::int64_t max_iter = 100000;
   ExactSolver solver = ExactSolver::automatic;
   int pd_check_steps = 30;  // Lanczos steps probing d^2 g(phi*) + lam I before CG; 0 = off
+};
+
+// What a task family's per-thread workspace must hold (make_workspace / workspace_bytes).
+struct FamilyOptions {
+  bool hvp = false;           // Hessian-vector products will be taken
+  bool exact_direct = false;  // the closed-form exact solve (families with has_direct_solve)
+  int column_threads = 1;     // threads over the columns of a block (FO-B-MAML's psi+ and psi-)
 };
 
 }  // namespace fobmaml

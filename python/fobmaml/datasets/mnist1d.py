@@ -11,8 +11,9 @@ import numpy as np
 
 from .. import _validation as check
 from .. import mlp as _mlp
-from ..tasks import MLPTasks
-from .sinusoid import _check_layers_io, _check_rng
+from .. import nn as _nn
+from ..tasks import MLPTasks, NetTasks
+from ._common import Sampler, check_layers_io, check_rng
 
 __all__ = ["mnist1d_fewshot", "MNIST1DFewShot", "TRAIN_CLASSES", "TEST_CLASSES"]
 
@@ -69,11 +70,12 @@ def _generate(num_samples: int, data_seed: int) -> _Data:
     return _Data(*arrays)
 
 
-class MNIST1DFewShot:
+class MNIST1DFewShot(Sampler):
     r"""Draws batches of MNIST-1D few-shot episodes; built by :func:`mnist1d_fewshot`.
 
     Calling the sampler, ``sampler(rng)``, returns an :class:`fobmaml.MLPTasks` of
-    ``meta_batch`` episodes; :meth:`sample` also says where each sample came from.
+    ``meta_batch`` episodes (a :class:`fobmaml.NetTasks` when built with a ``net``);
+    :meth:`sample` also says where each sample came from.
     All randomness comes from the ``numpy.random.Generator`` passed in: equal
     generator states give identical batches.
 
@@ -81,8 +83,9 @@ class MNIST1DFewShot:
     ----------
     n_way, k_shot, q_query, meta_batch, num_samples, data_seed : int
     split : {"train", "test"}
-    layers : list of int
-    activation : str
+    layers : list of int, or None with a ``net``
+    activation : str, or None with a ``net``
+    net : fobmaml.nn.Sequential or None
     disjoint_classes : bool
     classes : tuple of int
         The original classes episodes are drawn from.
@@ -101,7 +104,8 @@ class MNIST1DFewShot:
         *,
         meta_batch: int = 16,
         layers: Sequence[int] | None = None,
-        activation: str = "relu",
+        activation: str | None = None,
+        net: _nn.Sequential | Sequence[dict] | None = None,
         disjoint_classes: bool = False,
         num_samples: int = 5000,
         data_seed: int = 0,
@@ -111,12 +115,22 @@ class MNIST1DFewShot:
         self.q_query = check.integer(q_query, "q_query", minimum=1)
         self.split = check.choice(split, "split", _SPLITS)
         self.meta_batch = check.integer(meta_batch, "meta_batch", minimum=1)
-        if layers is None:
-            layers = [NUM_FEATURES, 64, 64, self.n_way]
-        self.layers = _check_layers_io(
-            layers, NUM_FEATURES, self.n_way, f"{self.n_way}-way MNIST-1D classification"
-        )
-        self.activation = check.choice(activation, "activation", _mlp.ACTIVATIONS)
+        self.net = None if net is None else _check_net(net, self.n_way)
+        if self.net is not None:
+            if layers is not None or activation is not None:
+                raise ValueError(
+                    "give either `net` or `layers`/`activation`, not both: a `net` fixes the model"
+                )
+            self.layers = self.activation = None
+        else:
+            if layers is None:
+                layers = [NUM_FEATURES, 64, 64, self.n_way]
+            self.layers = check_layers_io(
+                layers, NUM_FEATURES, self.n_way, f"{self.n_way}-way MNIST-1D classification"
+            )
+            self.activation = check.choice(
+                "relu" if activation is None else activation, "activation", _mlp.ACTIVATIONS
+            )
         if not isinstance(disjoint_classes, (bool, np.bool_)):
             raise TypeError(
                 f"`disjoint_classes` must be a bool (got {type(disjoint_classes).__name__})"
@@ -153,7 +167,7 @@ class MNIST1DFewShot:
         self._class_array = np.array(self.classes, dtype=np.int64)
 
     # -- sampling --------------------------------------------------------------------------
-    def __call__(self, rng: np.random.Generator) -> MLPTasks:
+    def __call__(self, rng: np.random.Generator) -> MLPTasks | NetTasks:
         """A batch of ``meta_batch`` random episodes (see :meth:`sample`)."""
         return self.sample(rng)[0]
 
@@ -177,7 +191,7 @@ class MNIST1DFewShot:
         support_labels, query_labels : numpy.ndarray of int64, same shapes
             The episode's labels, in ``0..n_way-1``.
         """
-        rng = _check_rng(rng)
+        rng = check_rng(rng)
         n, k, q = self.n_way, self.k_shot, self.q_query
         classes = rng.choice(self._class_array, size=n, replace=False)
         picks = [rng.choice(self._by_class[int(c)], size=k + q, replace=False) for c in classes]
@@ -190,34 +204,47 @@ class MNIST1DFewShot:
 
     def sample(
         self, rng: np.random.Generator
-    ) -> tuple[MLPTasks, np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[MLPTasks | NetTasks, np.ndarray, np.ndarray, np.ndarray]:
         """A batch of ``meta_batch`` episodes, and where their samples came from.
 
         The episodes are drawn one after the other with :meth:`sample_episode`.
 
         Returns
         -------
-        tasks : MLPTasks
+        tasks : MLPTasks or NetTasks
             ``X_support`` (m, n_way k_shot, 40), ``Y_support`` (m, n_way k_shot) int64,
-            ``X_query`` (m, n_way q_query, 40), ``Y_query`` (m, n_way q_query) int64.
+            ``X_query`` (m, n_way q_query, 40), ``Y_query`` (m, n_way q_query) int64. With a
+            ``net`` whose first layer is Conv1d, the inputs are (m, k, 1, 40): one channel.
         classes : numpy.ndarray, shape (m, n_way)
             ``classes[i, j]``: the original class of label j in episode i.
         support_index, query_index : numpy.ndarray, shapes (m, n_way k_shot), (m, n_way q_query)
             The rows of :attr:`X` in each support and query set.
         """
-        rng = _check_rng(rng)
+        rng = check_rng(rng)
         episodes = [self.sample_episode(rng) for _ in range(self.meta_batch)]
         classes, s_idx, q_idx, s_lab, q_lab = (np.stack(a) for a in zip(*episodes))
-        tasks = MLPTasks(
-            self.X[s_idx],
-            s_lab,
-            self.X[q_idx],
-            q_lab,
-            layers=self.layers,
-            activation=self.activation,
-            loss="xent",
-        )
+        if self.net is None:
+            tasks = MLPTasks(
+                self.X[s_idx],
+                s_lab,
+                self.X[q_idx],
+                q_lab,
+                layers=self.layers,
+                activation=self.activation,
+                loss="xent",
+            )
+        else:
+            shape = self.input_shape
+            Xs = self.X[s_idx].reshape((*s_idx.shape, *shape))
+            Xq = self.X[q_idx].reshape((*q_idx.shape, *shape))
+            tasks = NetTasks(Xs, s_lab, Xq, q_lab, net=self.net, loss="xent")
         return tasks, classes, s_idx, q_idx
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One sample's shape in the batches: (1, 40) for a convolutional net, else (40,)."""
+        conv = self.net is not None and self.net.input_shape[-1] is None
+        return (1, NUM_FEATURES) if conv else (NUM_FEATURES,)
 
     # -- configuration ---------------------------------------------------------------------
     def get_params(self) -> dict:
@@ -233,25 +260,26 @@ class MNIST1DFewShot:
             "q_query": self.q_query,
             "split": self.split,
             "meta_batch": self.meta_batch,
-            "layers": list(self.layers),
-            "activation": self.activation,
+            **(
+                {"layers": list(self.layers), "activation": self.activation}
+                if self.net is None
+                else {"net": self.net.get_config()}
+            ),
             "disjoint_classes": self.disjoint_classes,
             "num_samples": self.num_samples,
             "data_seed": self.data_seed,
         }
 
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return self.get_params() == other.get_params()
-
-    __hash__ = None  # mutable attributes: equal samplers need not hash alike
-
     def __repr__(self) -> str:
         return (
             f"MNIST1DFewShot(n_way={self.n_way}, k_shot={self.k_shot}, q_query={self.q_query}, "
-            f"split={self.split!r}, meta_batch={self.meta_batch}, layers={self.layers}, "
-            f"activation={self.activation!r}, disjoint_classes={self.disjoint_classes}, "
+            f"split={self.split!r}, meta_batch={self.meta_batch}, "
+            + (
+                f"layers={self.layers}, activation={self.activation!r}, "
+                if self.net is None
+                else f"net={self.net.get_config()!r}, "
+            )
+            + f"disjoint_classes={self.disjoint_classes}, "
             f"num_samples={self.num_samples}, data_seed={self.data_seed})"
         )
 
@@ -264,7 +292,8 @@ def mnist1d_fewshot(
     *,
     meta_batch: int = 16,
     layers: Sequence[int] | None = None,
-    activation: str = "relu",
+    activation: str | None = None,
+    net: _nn.Sequential | Sequence[dict] | None = None,
     disjoint_classes: bool = False,
     num_samples: int = 5000,
     data_seed: int = 0,
@@ -307,7 +336,13 @@ def mnist1d_fewshot(
         Episodes per batch (>= 1).
     layers : sequence of int, optional
         ``[40, h_1, ..., n_way]``; default ``[40, 64, 64, n_way]``.
-    activation : {"relu", "tanh"}
+    activation : {"relu", "tanh"}, optional
+        The MLP's hidden activation; default ``"relu"``.
+    net : fobmaml.nn.Sequential, optional
+        Any network instead of the MLP (or its ``get_config()`` list): the batches are then
+        :class:`fobmaml.NetTasks`. A network that starts with Conv1d gets inputs shaped
+        (m, k, 1, 40), one channel; one that starts with Linear gets (m, k, 40). Its output
+        must have ``n_way`` entries.
     disjoint_classes : bool
         Give the two splits disjoint classes (see above).
     num_samples : int
@@ -330,6 +365,11 @@ def mnist1d_fewshot(
     >>> tasks = sampler(np.random.default_rng(0))
     >>> tasks.X_support.shape, tasks.Y_support.shape, tasks.X_query.shape
     ((8, 5, 40), (8, 5), (8, 75, 40))
+    >>> cnn = fm.nn.Sequential(fm.nn.Conv1d(1, 8, 5, stride=2, padding=1), fm.nn.ReLU(),
+    ...                        fm.nn.Flatten(), fm.nn.Linear(8 * 19, 5))
+    >>> fm.datasets.mnist1d_fewshot(5, 1, 15, meta_batch=8, net=cnn)(
+    ...     np.random.default_rng(0)).X_support.shape
+    (8, 5, 1, 40)
     """
     return MNIST1DFewShot(
         n_way,
@@ -339,7 +379,26 @@ def mnist1d_fewshot(
         meta_batch=meta_batch,
         layers=layers,
         activation=activation,
+        net=net,
         disjoint_classes=disjoint_classes,
         num_samples=num_samples,
         data_seed=data_seed,
     )
+
+
+def _check_net(net: object, n_way: int) -> _nn.Sequential:
+    """`net` (or its config list) as a network that maps one MNIST-1D sample to n_way logits."""
+    if isinstance(net, (list, tuple)):
+        net = _nn.Sequential.from_config(net)
+    if not isinstance(net, _nn.Sequential):
+        raise TypeError(f"`net` must be a fobmaml.nn.Sequential (got {type(net).__name__})")
+    shape = (NUM_FEATURES,) if net.input_shape[-1] is not None else (1, NUM_FEATURES)
+    try:
+        out = net.output_shape(shape)
+    except ValueError as err:
+        raise ValueError(f"`net` cannot take MNIST-1D samples of shape {shape}: {err}") from None
+    if out != (n_way,):
+        raise ValueError(
+            f"`net` must output n_way = {n_way} logits per sample (its output shape is {out})"
+        )
+    return net

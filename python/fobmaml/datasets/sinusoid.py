@@ -9,18 +9,9 @@ import numpy as np
 from .. import _validation as check
 from .. import mlp as _mlp
 from ..tasks import MLPTasks
+from ._common import Sampler, check_layers_io, check_rng
 
 __all__ = ["sinusoid", "SinusoidSampler"]
-
-
-def _check_rng(rng: object) -> np.random.Generator:
-    """`rng` as a ``numpy.random.Generator`` (the only source of randomness of a sampler)."""
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(
-            "`rng` must be a numpy.random.Generator, e.g. numpy.random.default_rng(seed) "
-            f"(got {type(rng).__name__})"
-        )
-    return rng
 
 
 def _check_range(value: object, name: str, minimum: float | None = None) -> tuple[float, float]:
@@ -40,18 +31,7 @@ def _check_range(value: object, name: str, minimum: float | None = None) -> tupl
     return low, high
 
 
-def _check_layers_io(layers: object, d_in: int, d_out: int, what: str) -> list[int]:
-    """`layers` as a list of ints that starts with `d_in` and ends with `d_out`."""
-    out = _mlp.check_layers(layers)
-    if out[0] != d_in or out[-1] != d_out:
-        raise ValueError(
-            f"`layers` must start with d_in = {d_in} and end with d_out = {d_out} for {what} "
-            f"(got {out})"
-        )
-    return out
-
-
-class SinusoidSampler:
+class SinusoidSampler(Sampler):
     r"""Draws batches of sinusoid regression tasks; built by :func:`sinusoid`.
 
     Calling the sampler, ``sampler(rng)``, returns an :class:`fobmaml.MLPTasks` of
@@ -84,7 +64,7 @@ class SinusoidSampler:
         self.meta_batch = check.integer(meta_batch, "meta_batch", minimum=1)
         self.k_support = check.integer(k_support, "k_support", minimum=1)
         self.k_query = check.integer(k_query, "k_query", minimum=1)
-        self.layers = _check_layers_io(layers, 1, 1, "sinusoid regression")
+        self.layers = check_layers_io(layers, 1, 1, "sinusoid regression")
         self.activation = check.choice(activation, "activation", _mlp.ACTIVATIONS)
         self.amplitude = _check_range(amplitude, "amplitude", minimum=0.0)
         self.phase = _check_range(phase, "phase")
@@ -106,7 +86,7 @@ class SinusoidSampler:
         tasks : MLPTasks
         amplitudes, phases : numpy.ndarray, shape (meta_batch,)
         """
-        rng = _check_rng(rng)
+        rng = check_rng(rng)
         m = self.meta_batch
         amplitudes = rng.uniform(*self.amplitude, size=m)
         phases = rng.uniform(*self.phase, size=m)
@@ -135,7 +115,7 @@ class SinusoidSampler:
         """
         amplitudes = check.float_array(np.atleast_1d(amplitudes), "amplitudes", ndim=1)
         phases = check.float_array(np.atleast_1d(phases), "phases", ndim=1)
-        rng = _check_rng(rng)
+        rng = check_rng(rng)
         m = amplitudes.shape[0]
         if m == 0:
             raise ValueError("`amplitudes` must hold at least one task (got 0 values)")
@@ -174,13 +154,6 @@ class SinusoidSampler:
             "phase": list(self.phase),
             "x_range": list(self.x_range),
         }
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return self.get_params() == other.get_params()
-
-    __hash__ = None  # mutable attributes: equal samplers need not hash alike
 
     def __repr__(self) -> str:
         return (

@@ -155,15 +155,15 @@ class SmoothnessConfig:
             return ClippedGD(lr, clip=self.clip)
         return SNGDM(lr, beta=self.beta)
 
-    def smoothness_options(self) -> dict:
-        return {
-            "method": self.method,
-            "radius": self.radius,
-            "samples": self.samples,
-            "power_iters": self.power_iters,
-            "power_tol": self.power_tol,
-            "seed": self.seed,
-        }
+    def smoothness_options(self) -> diagnostics.SmoothnessOptions:
+        return diagnostics.SmoothnessOptions(
+            method=self.method,
+            radius=self.radius,
+            samples=self.samples,
+            power_iters=self.power_iters,
+            power_tol=self.power_tol,
+            seed=self.seed,
+        )
 
     def settings(self) -> dict:
         d = asdict(self)
@@ -191,7 +191,7 @@ def _check_config(cfg: object) -> SmoothnessConfig:
         raise ValueError(f"`divergence_factor` must be >= 1 (got {cfg.divergence_factor!r})")
     cfg.exact()  # validates lam, exact_lr, exact_momentum, exact_tol, exact_max_iter
     cfg.estimator()  # validates steps, inner_lr, delta
-    diagnostics.validate_options(cfg.smoothness_options())
+    cfg.smoothness_options()  # validates method, radius, samples, power_iters, power_tol
     diagnostics.random_points(np.zeros(1), cfg.random_radii, cfg.random_per_radius)
     q = cfg.envelope_quantile
     if not (isinstance(q, (int, float)) and 0.0 < q <= 1.0):
@@ -411,11 +411,11 @@ def run(out: str | Path, cfg: SmoothnessConfig | None = None, progress: bool = T
         points,
         data.smooth,
         cfg.exact(),
+        cfg.smoothness_options(),
         kinds=kinds,
         errors="record",
         progress=progress,
         desc="smoothness: local estimates",
-        **cfg.smoothness_options(),
     )
     ok = prof.ok
     if ok.sum() < 2 or np.ptp(prof.grad_norm[ok]) == 0:

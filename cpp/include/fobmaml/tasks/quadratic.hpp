@@ -36,10 +36,11 @@ class QuadraticTasks {
   Index num_tasks() const { return m_; }
   Index dim() const { return n_; }
   bool query_is_support() const { return same_query_; }
-  Workspace make_workspace() const { return Workspace{}; }
-  // Bytes of one Workspace: only Exact's closed form uses it (A + lam I and its factor).
-  std::size_t workspace_bytes(bool exact_direct) const {
-    return exact_direct ? static_cast<std::size_t>(2 * n_ * n_ + n_) * sizeof(double) : 0;
+  // Only Exact's closed form uses the workspace (A + lam I, its factor and a right-hand
+  // side); they are sized by the first solve, and workspace_bytes counts them.
+  Workspace make_workspace(const FamilyOptions&) const { return Workspace{}; }
+  std::size_t workspace_bytes(const FamilyOptions& opt) const {
+    return opt.exact_direct ? static_cast<std::size_t>(2 * n_ * n_ + n_) * sizeof(double) : 0;
   }
   // Estimated flops of one gradient (one column): a matrix-vector product.
   double gradient_flops() const { return 2.0 * static_cast<double>(n_) * static_cast<double>(n_); }
@@ -66,9 +67,8 @@ class QuadraticTasks {
   // Closed form of the exact meta-gradient of task i (see ESTIMATORS.md):
   //   phi* = (A + lam I)^{-1} (b + lam x),   grad = lam (A + lam I)^{-1} (B phi* - c).
   // Writes phi*, the gradient and f_i(phi*). Fails if A_i + lam I is not positive definite.
-  // The support and query matrices differ, so a combined gradient saves nothing here.
+  // The support and query matrices differ, so a combined gradient would save nothing here.
   static constexpr bool has_combined_grad = false;
-  void combined_grad(Index, BlockIn, const double*, BlockOut, Workspace&) const {}
 
   static constexpr bool has_direct_solve = true;
   Status direct_exact(Index i, VecIn x, double lam, VecOut phi_star, VecOut grad, double* loss_out,
