@@ -2,7 +2,7 @@ r"""FO-B-MAML's finite-difference step δ: bias, inner-loop error, and the best 
 
 FO-B-MAML differentiates the solution of the perturbed inner problem
 :math:`h_i(\psi; x) + s f_i(\psi)` in s by a finite difference of step δ. Its error
-against :math:`\nabla F` has three parts (``ESTIMATORS.md``):
+against :math:`\nabla F` has three parts (the estimator contract, ``docs/estimators.md``):
 
 - the **bias** of the difference quotient: O(δ) for the forward scheme, O(δ²) for the
   symmetric one, on smooth problems;
