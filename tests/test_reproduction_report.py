@@ -103,3 +103,14 @@ def test_the_page_shows_the_tables_of_the_committed_results():
     page = PAGE.read_text(encoding="utf-8")
     for name, table in reproduction.tables(DOCS).items():
         assert table in page, f"docs/reproduction.md does not show the current `{name}` table"
+
+
+def test_the_readme_section_shows_the_current_claims_table():
+    readme = ROOT / "README.md"
+    if not readme.is_file() or not all((DOCS / name).is_file() for name in reproduction.INPUTS):
+        pytest.skip("the README or the committed results are not in this tree")
+    text = readme.read_text(encoding="utf-8")
+    if "\n## Reproduction\n" not in text:
+        pytest.skip("the README has no Reproduction section yet")
+    section = text.split("\n## Reproduction\n", 1)[1].split("\n## ", 1)[0]
+    assert reproduction.claims_table(DOCS) in section
