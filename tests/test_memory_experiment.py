@@ -114,6 +114,29 @@ def test_a_run_predicted_past_the_limit_is_not_made(tmp_path, monkeypatch):
     assert (tmp_path / "memory.png").stat().st_size > 0
 
 
+def test_a_run_predicted_too_slow_is_not_made(tmp_path, monkeypatch):
+    def fake_measure(spec, timeout):
+        return {"status": "ok", "extra_kib": 10.0, "time_s": 2.0 * spec["K"], "n": 1, "m": 16}
+
+    monkeypatch.setattr(memory, "measure", fake_measure)
+    cfg = memory.MemoryConfig(
+        channels=(4,),
+        channels_steps=5,
+        steps=(5, 10, 40),
+        steps_channels=4,
+        peers=(),
+        estimators=("MAML",),
+        time_limit=60.0,
+    )
+    memory.run(tmp_path, cfg, progress=False)
+    rows = {r["K"]: r for r in memory.read_csv(tmp_path / "memory.csv")}
+    assert rows[5]["status"] == rows[10]["status"] == "ok"
+    # Linear in K through (5, 10 s) and (10, 20 s): 80 s at K = 40, past 60 s.
+    assert rows[40]["status"] == "too slow (predicted 80 s > 60 s; not run)"
+    assert rows[40]["predicted_time_s"] == pytest.approx(80.0)
+    assert rows[40]["predicted_extra_kib"] == pytest.approx(10.0)
+
+
 def test_prediction_is_linear_in_k_and_a_power_law_in_channels():
     def row(c, k, e, impl="jax", est="MAML", status="ok"):
         return {
@@ -165,6 +188,7 @@ def test_points_run_each_distinct_point_once_in_sweep_order():
         ({"steps": (5, 0)}, "`steps`"),
         ({"limit_gib": 0.0}, "`limit_gib` must be a finite number > 0"),
         ({"timeout": float("inf")}, "`timeout`"),
+        ({"time_limit": -1.0}, "`time_limit`"),
         ({"threads": -1}, "`threads`"),
         ({"estimators": ("Reptile",)}, "`estimators` must be taken from"),
         ({"peers": ("learn2learn",)}, "`peers` must be taken from"),

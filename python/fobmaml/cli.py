@@ -170,6 +170,7 @@ def _memory(args: argparse.Namespace) -> int:
         steps=None if args.steps is None else tuple(args.steps),
         peers=() if args.no_peers else (None if args.peers is None else tuple(args.peers)),
         limit_gib=args.limit_gib,
+        time_limit=args.time_limit,
         timeout=args.timeout,
         threads=args.threads,
     )
@@ -247,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit-gib",
         type=float,
         help="skip a run predicted to need more extra memory than this (default 16)",
+    )
+    me.add_argument(
+        "--time-limit",
+        type=float,
+        help="skip a run predicted to take longer than this many seconds (default 900)",
     )
     me.add_argument("--timeout", type=float, help="seconds one run may take (default 1800)")
     me.add_argument("--threads", type=int, help="fobmaml's threads (default: its own default)")

@@ -24,7 +24,9 @@ autograd through the K steps, ``torch.func``, JAX jit + vmap, and ``higher`` for
 run the same points, side by side. Before each run, its extra memory is predicted from the
 runs already made (:func:`predict`: linear in K at the same C, a power law in C at the
 same K); a run predicted to pass ``limit_gib`` (16 GiB by default) is not made, and is
-recorded as out of memory with its prediction.
+recorded as out of memory with its prediction. Its time is predicted the same way, and a
+run predicted to take longer than ``time_limit`` seconds is recorded as too slow (with
+both predictions) instead of made.
 
 Outputs: ``memory.csv`` (one row per point), ``memory.png`` (extra memory against C and
 against K, log-log), ``time.png`` (the time of the call, the same axes) and
@@ -82,6 +84,7 @@ CSV_FIELDS = (
     "workspace_bytes",
     "predicted_extra_kib",
     "time_s",
+    "predicted_time_s",
     "method",
 )
 
@@ -106,6 +109,7 @@ class MemoryConfig:
     lam: float = 2.0
     num_samples: int = 5000
     limit_gib: float = 16.0  # skip a run predicted to need more extra memory than this
+    time_limit: float = 900.0  # skip a run predicted to take longer than this (s)
     timeout: float = 1800.0  # seconds one run may take
     threads: int = 0  # fobmaml's threads: 0 = its default
     seed: int = 0
@@ -134,7 +138,7 @@ class MemoryConfig:
             check.integer(getattr(self, name), name, minimum=1)
         check.integer(self.n_way, "n_way", minimum=2, maximum=10)
         check.integer(self.threads, "threads", minimum=0)
-        for name in ("limit_gib", "timeout", "lr", "lam"):
+        for name in ("limit_gib", "time_limit", "timeout", "lr", "lam"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
                 raise ValueError(f"`{name}` must be a finite number > 0 (got {value!r})")
@@ -290,14 +294,14 @@ def measure(spec: dict, timeout: float) -> dict:
 
 
 # -- prediction ---------------------------------------------------------------------------------
-def _measured(rows: Sequence[dict], impl: str, est: str) -> dict[tuple[int, int], float]:
+def _measured(rows: Sequence[dict], impl: str, est: str, key: str) -> dict[tuple[int, int], float]:
     return {
-        (int(r["channels"]), int(r["K"])): float(r["extra_kib"])
+        (int(r["channels"]), int(r["K"])): float(r[key])
         for r in rows
         if r["implementation"] == impl
         and r["estimator"] == est
         and r.get("status") == "ok"
-        and r.get("extra_kib") not in (None, "")
+        and r.get(key) not in (None, "")
     }
 
 
@@ -311,8 +315,11 @@ def _in_k(known: dict[int, float], K: int) -> float:
     return max(float(slope * K + icpt), max(known.values()) if K >= ks[-1] else 0.0)
 
 
-def predict(rows: Sequence[dict], impl: str, est: str, channels: int, K: int) -> float | None:
-    """The extra peak memory (KiB) of `impl` `est` at (channels, K), from the rows measured.
+def predict(
+    rows: Sequence[dict], impl: str, est: str, channels: int, K: int, key: str = "extra_kib"
+) -> float | None:
+    """The extra peak memory (KiB) of `impl` `est` at (channels, K), from the rows measured
+    (or, with ``key="time_s"``, the time of the call, s).
 
     At a C with measurements: linear in K (:func:`_in_k`). At a new C: the prediction at K
     for the largest smaller C measured, scaled by ``(C / C_below)**p``, with p the log-log
@@ -327,7 +334,7 @@ def predict(rows: Sequence[dict], impl: str, est: str, channels: int, K: int) ->
     >>> predict(rows, "jax", "MAML", 8, 10) is None
     True
     """
-    seen = _measured(rows, impl, est)
+    seen = _measured(rows, impl, est, key)
     by_c: dict[int, dict[int, float]] = {}
     for (c, k), e in seen.items():
         by_c.setdefault(c, {})[k] = e
@@ -365,7 +372,11 @@ def available_peers(names: Sequence[str]) -> tuple[list[str], dict[str, str]]:
 def _fmt_row(r: dict) -> str:
     head = f"{r['implementation']:12s} {r['estimator']:18s} C={r['channels']:4d} K={r['K']:3d}"
     if r["status"] != "ok":
-        return f"{head}: {r['status']}"
+        guess = r.get("predicted_extra_kib")
+        more = (
+            f" (memory predicted {guess / 1024:.0f} MiB)" if guess and "slow" in r["status"] else ""
+        )
+        return f"{head}: {r['status']}{more}"
     text = f"{head}: {r['extra_kib'] / 1024:9.1f} MiB extra, {r['time_s']:8.3f} s"
     if r.get("workspace_bytes") not in (None, ""):
         text += f"  (workspace {r['workspace_bytes'] / 2**20:.1f} MiB)"
@@ -391,11 +402,17 @@ def run(out: str | Path, cfg: MemoryConfig | None = None, progress: bool = True)
                     continue
                 row = {"implementation": impl, "estimator": est, "channels": channels, "K": K}
                 guess = predict(rows, impl, est, channels, K)
+                slow = predict(rows, impl, est, channels, K, key="time_s")
                 row["predicted_extra_kib"] = guess
+                row["predicted_time_s"] = slow
                 if guess is not None and guess > limit_kib:
                     row["status"] = (
                         f"out of memory (predicted {guess / _GIB_KIB:.3g} GiB > "
                         f"{cfg.limit_gib:g} GiB; not run)"
+                    )
+                elif slow is not None and slow > cfg.time_limit:
+                    row["status"] = (
+                        f"too slow (predicted {slow:.0f} s > {cfg.time_limit:g} s; not run)"
                     )
                 else:
                     spec = {
@@ -448,7 +465,14 @@ def _write_csv(path: Path, rows: Sequence[dict]) -> None:
 def read_csv(path: str | Path) -> list[dict]:
     """The rows of a ``memory.csv``, numbers as numbers (empty cells as None)."""
     ints = {"channels", "K", "m", "n", "threads", "workspace_bytes"}
-    floats = {"extra_kib", "extra_maxrss_kib", "baseline_kib", "predicted_extra_kib", "time_s"}
+    floats = {
+        "extra_kib",
+        "extra_maxrss_kib",
+        "baseline_kib",
+        "predicted_extra_kib",
+        "time_s",
+        "predicted_time_s",
+    }
     rows = []
     with open(path, newline="") as fh:
         for r in csv.DictReader(fh):
@@ -581,7 +605,8 @@ def plot(rows: Sequence[dict], cfg: MemoryConfig, path: Path, what: str = "memor
             oom = [
                 (r[field], r["predicted_extra_kib"] / 1024)
                 for r in sel
-                if r["status"].startswith("out of memory") and r.get("predicted_extra_kib")
+                if r["status"].startswith(("out of memory", "too slow"))
+                and r.get("predicted_extra_kib")
             ]
             if oom and what == "memory":
                 ax.plot(*zip(*oom), marker=marker, ls="none", mfc="none", color=color, ms=6)
@@ -604,7 +629,7 @@ def plot(rows: Sequence[dict], cfg: MemoryConfig, path: Path, what: str = "memor
     fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=7)
     title = (
         "Extra peak memory of one meta-gradient, MNIST-1D CNN (open markers: predicted, "
-        f"not run; dotted: {cfg.limit_gib:g} GiB)"
+        f"not run; dotted: the {cfg.limit_gib:g} GiB limit)"
         if what == "memory"
         else "Time of one meta-gradient (one call in a fresh process), MNIST-1D CNN"
     )
