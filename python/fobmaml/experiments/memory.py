@@ -572,6 +572,8 @@ def plot(rows: Sequence[dict], cfg: MemoryConfig, path: Path, what: str = "memor
 
     Skipped runs (predicted out of memory) are drawn as open markers at their prediction.
     """
+    from matplotlib.ticker import NullFormatter
+
     fig, axes = new_figure(2, 5.0, 4.6)
     sweeps = [
         ("channels", "channels C", lambda r: r["K"] == cfg.channels_steps, cfg.channels),
@@ -610,12 +612,14 @@ def plot(rows: Sequence[dict], cfg: MemoryConfig, path: Path, what: str = "memor
             ]
             if oom and what == "memory":
                 ax.plot(*zip(*oom), marker=marker, ls="none", mfc="none", color=color, ms=6)
-        if what == "memory":
+        top = max((line.get_ydata().max() for line in ax.get_lines()), default=0.0)
+        if what == "memory" and top > cfg.limit_gib * 1024 / 20:  # the limit, when near
             ax.axhline(cfg.limit_gib * 1024, color="k", lw=0.8, ls=":")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xticks(list(values))
         ax.set_xticklabels([str(v) for v in values])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(label)
         fixed = f"K = {cfg.channels_steps}" if field == "channels" else f"C = {cfg.steps_channels}"
         ax.set_title(f"{fixed}, m = {cfg.meta_batch}", fontsize=9)
