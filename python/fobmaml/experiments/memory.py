@@ -427,10 +427,10 @@ def run(out: str | Path, cfg: MemoryConfig | None = None, progress: bool = True)
                         settings.setdefault(impl, result.pop("settings"))
                     row.update(result)
                 rows.append(row)
+                _write_csv(out / "memory.csv", rows)  # after every run: a partial run is kept
                 if progress:
                     print(_fmt_row(row), flush=True)
     summary = summarize(rows, cfg)
-    _write_csv(out / "memory.csv", rows)
     plot(rows, cfg, out / "memory.png", "memory")
     plot(rows, cfg, out / "time.png", "time")
     seconds = time.perf_counter() - t_start
