@@ -215,3 +215,15 @@ def test_importing_fobmaml_and_its_peers_imports_no_framework():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_threads_reach_every_runtime_of_a_measuring_process(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
+    env = memory.thread_environment(1)
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "1"
+    assert env["XLA_FLAGS"] == (
+        "--xla_dump_to=/tmp/x --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    )
+    assert "intra_op_parallelism_threads=2" in memory.thread_environment(2)["XLA_FLAGS"]
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert "OMP_NUM_THREADS" not in memory.thread_environment(0)  # each at its own default

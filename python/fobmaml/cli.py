@@ -255,7 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip a run predicted to take longer than this many seconds (default 900)",
     )
     me.add_argument("--timeout", type=float, help="seconds one run may take (default 1800)")
-    me.add_argument("--threads", type=int, help="fobmaml's threads (default: its own default)")
+    me.add_argument(
+        "--threads",
+        type=int,
+        help="threads of every implementation: fobmaml, torch, XLA (default: each its own)",
+    )
     me.add_argument(
         "--replot", action="store_true", help="redraw the plots from --out's memory.csv"
     )

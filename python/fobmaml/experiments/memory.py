@@ -19,6 +19,13 @@ fallback where the counter cannot be reset. fobmaml's rows also report the works
 kernels predict before they allocate (``Estimator.workspace_bytes``): MAML keeps the
 trajectory, K n doubles per thread, and FO-B-MAML keeps none.
 
+**Threads.** ``threads`` (``--threads``) puts every implementation on that many threads:
+fobmaml's, torch's intra-op pool, OpenMP and MKL, and XLA's CPU pool. On a machine that
+other work keeps busy, a runtime that synchronizes its threads after every small operation
+(torch eager and ``torch.func`` here) waits a scheduler time slice at each barrier whose
+thread was pushed off its core; one thread each keeps the times comparable there. The
+default, 0, leaves each at its own default.
+
 **Peers.** With torch and JAX installed, the peers of :mod:`fobmaml.peers` (PyTorch eager
 autograd through the K steps, ``torch.func``, JAX jit + vmap, and ``higher`` for MAML)
 run the same points, side by side. Before each run, its extra memory is predicted from the
@@ -39,6 +46,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -111,7 +119,7 @@ class MemoryConfig:
     limit_gib: float = 16.0  # skip a run predicted to need more extra memory than this
     time_limit: float = 900.0  # skip a run predicted to take longer than this (s)
     timeout: float = 1800.0  # seconds one run may take
-    threads: int = 0  # fobmaml's threads: 0 = its default
+    threads: int = 0  # threads of every implementation: 0 = each at its own default
     seed: int = 0
     quick: bool = False
 
@@ -220,6 +228,10 @@ def _child(spec: dict) -> dict:
     )
     impl, name = spec["implementation"], spec["estimator"]
     out: dict = {"n": problem.dim, "m": problem.num_tasks}
+    if impl.startswith("torch") and spec["threads"]:
+        import torch
+
+        torch.set_num_threads(spec["threads"])
     if impl == "fobmaml":
         est = P.fobmaml_estimator(name, problem.inner)
         out["workspace_bytes"] = est.workspace_bytes(problem.tasks)
@@ -273,6 +285,20 @@ _CHILD = (
 )
 
 
+def thread_environment(threads: int) -> dict[str, str]:
+    """The environment of a measuring process: with ``threads`` > 0, every runtime on that
+    many threads (OpenMP, MKL, and XLA's CPU pool; torch is also set in the process)."""
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+        multi = "true" if threads > 1 else "false"
+        env["XLA_FLAGS"] = (
+            env.get("XLA_FLAGS", "")
+            + f" --xla_cpu_multi_thread_eigen={multi} intra_op_parallelism_threads={threads}"
+        ).strip()
+    return env
+
+
 def measure(spec: dict, timeout: float) -> dict:
     """Run one point in a fresh process; its JSON result, or a status saying why not."""
     try:
@@ -281,6 +307,7 @@ def measure(spec: dict, timeout: float) -> dict:
             capture_output=True,
             text=True,
             timeout=timeout,
+            env=thread_environment(int(spec.get("threads", 0))),
         )
     except subprocess.TimeoutExpired:
         return {"status": f"timeout after {timeout:g} s"}
