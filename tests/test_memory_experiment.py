@@ -119,17 +119,21 @@ def test_a_run_predicted_too_slow_is_not_made(tmp_path, monkeypatch):
         return {"status": "ok", "extra_kib": 10.0, "time_s": 2.0 * spec["K"], "n": 1, "m": 16}
 
     monkeypatch.setattr(memory, "measure", fake_measure)
+    monkeypatch.setattr(memory, "available_peers", lambda names: (list(names), {}))
     cfg = memory.MemoryConfig(
         channels=(4,),
         channels_steps=5,
         steps=(5, 10, 40),
         steps_channels=4,
-        peers=(),
+        peers=("jax",),
         estimators=("MAML",),
         time_limit=60.0,
     )
     memory.run(tmp_path, cfg, progress=False)
-    rows = {r["K"]: r for r in memory.read_csv(tmp_path / "memory.csv")}
+    all_rows = memory.read_csv(tmp_path / "memory.csv")
+    # fobmaml's runs are always made; only the peer's are skipped.
+    assert all(r["status"] == "ok" for r in all_rows if r["implementation"] == "fobmaml")
+    rows = {r["K"]: r for r in all_rows if r["implementation"] == "jax"}
     assert rows[5]["status"] == rows[10]["status"] == "ok"
     # Linear in K through (5, 10 s) and (10, 20 s): 80 s at K = 40, past 60 s.
     assert rows[40]["status"] == "too slow (predicted 80 s > 60 s; not run)"
