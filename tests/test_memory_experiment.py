@@ -128,6 +128,7 @@ def test_a_run_predicted_too_slow_is_not_made(tmp_path, monkeypatch):
         peers=("jax",),
         estimators=("MAML",),
         time_limit=60.0,
+        num_samples=1000,
     )
     memory.run(tmp_path, cfg, progress=False)
     all_rows = memory.read_csv(tmp_path / "memory.csv")
@@ -139,6 +140,27 @@ def test_a_run_predicted_too_slow_is_not_made(tmp_path, monkeypatch):
     assert rows[40]["status"] == "too slow (predicted 80 s > 60 s; not run)"
     assert rows[40]["predicted_time_s"] == pytest.approx(80.0)
     assert rows[40]["predicted_extra_kib"] == pytest.approx(10.0)
+
+
+def test_resume_keeps_the_rows_already_measured(tmp_path, monkeypatch):
+    made = []
+
+    def fake_measure(spec, timeout):
+        made.append((spec["channels"], spec["K"]))
+        return {"status": "ok", "extra_kib": 10.0, "time_s": 1.0, "n": 1, "m": 16}
+
+    monkeypatch.setattr(memory, "measure", fake_measure)
+    small = dict(channels_steps=5, steps=(5,), steps_channels=4, peers=(), estimators=("MAML",))
+    cfg = memory.MemoryConfig(channels=(4,), num_samples=1000, **small)
+    memory.run(tmp_path, cfg, progress=False)
+    assert made == [(4, 5)]
+    more = memory.MemoryConfig(channels=(4, 8), num_samples=1000, **small)
+    memory.run(tmp_path, more, progress=False, resume=True)
+    assert made == [(4, 5), (8, 5)]  # (4, 5) was kept, not run again
+    assert [(r["channels"], r["status"]) for r in memory.read_csv(tmp_path / "memory.csv")] == [
+        (4, "ok"),
+        (8, "ok"),
+    ]
 
 
 def test_prediction_is_linear_in_k_and_a_power_law_in_channels():

@@ -174,7 +174,7 @@ def _memory(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         threads=args.threads,
     )
-    memory.run(args.out, cfg, progress=True)
+    memory.run(args.out, cfg, progress=True, resume=args.resume)
     return 0
 
 
@@ -262,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     me.add_argument(
         "--replot", action="store_true", help="redraw the plots from --out's memory.csv"
+    )
+    me.add_argument(
+        "--resume", action="store_true", help="keep the runs of --out's memory.csv, run the rest"
     )
     me.set_defaults(func=_memory)
 

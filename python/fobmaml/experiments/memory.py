@@ -50,6 +50,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -204,17 +205,10 @@ def _reset_peak() -> bool:
         return False
 
 
-def _child(spec: dict) -> dict:
-    """Build one point's tasks and estimator, then measure one meta-gradient call."""
-    import resource
-
-    import fobmaml as fm
-    from fobmaml import peers
+def _problem(spec: dict):
     from fobmaml.peers import problems as P
 
-    if spec["threads"]:
-        fm.set_num_threads(spec["threads"])
-    problem = P.mnist1d_cnn(
+    return P.mnist1d_cnn(
         spec["K"],
         channels=spec["channels"],
         n_way=spec["n_way"],
@@ -226,6 +220,36 @@ def _child(spec: dict) -> dict:
         num_samples=spec["num_samples"],
         seed=spec["seed"],
     )
+
+
+def _save_episodes(spec: dict, path: Path) -> None:
+    """Draw the episodes once (as :func:`fobmaml.peers.problems.mnist1d_cnn` does; they do
+    not depend on C or K) and save them for the measuring processes."""
+    t = _problem({**spec, "channels": 1, "K": 1}).tasks
+    np.savez(path, Xs=t.X_support, Ys=t.Y_support, Xq=t.X_query, Yq=t.Y_query)
+
+
+def _child(spec: dict) -> dict:
+    """Build one point's tasks and estimator, then measure one meta-gradient call."""
+    import resource
+
+    import fobmaml as fm
+    from fobmaml import peers
+    from fobmaml.peers import problems as P
+
+    if spec["threads"]:
+        fm.set_num_threads(spec["threads"])
+    if spec.get("episodes"):  # the episodes the parent drew, the same for every C and K
+        with np.load(spec["episodes"]) as d:
+            Xs, Ys, Xq, Yq = (np.ascontiguousarray(d[k]) for k in ("Xs", "Ys", "Xq", "Yq"))
+        net = P.cnn(spec["channels"], spec["n_way"])
+        tasks = fm.NetTasks(Xs, Ys, Xq, Yq, net=net, loss="xent")
+        inner = fm.InnerLoop(steps=spec["K"], lr=spec["lr"], lam=spec["lam"])
+        problem = P.network(
+            f"mnist1d-cnn-C{spec['channels']}-K{spec['K']}", tasks, inner, seed=spec["seed"]
+        )
+    else:
+        problem = _problem(spec)
     impl, name = spec["implementation"], spec["estimator"]
     out: dict = {"n": problem.dim, "m": problem.num_tasks}
     if impl.startswith("torch") and spec["threads"]:
@@ -412,8 +436,16 @@ def _fmt_row(r: dict) -> str:
     return text
 
 
-def run(out: str | Path, cfg: MemoryConfig | None = None, progress: bool = True) -> dict:
-    """Measure every point and write ``memory.csv``, the plots and ``settings.json``."""
+def run(
+    out: str | Path, cfg: MemoryConfig | None = None, progress: bool = True, resume: bool = False
+) -> dict:
+    """Measure every point and write ``memory.csv``, the plots and ``settings.json``.
+
+    With `resume`, the rows of an existing ``memory.csv`` in `out` that were measured (or
+    skipped as predicted past a limit) are kept instead of run again; they must come from
+    the same settings. The episodes are drawn once, here, and read by every measuring
+    process (they do not depend on C or K).
+    """
     cfg = cfg or MemoryConfig()
     out = out_dir(out)
     t_start = time.perf_counter()
@@ -421,6 +453,15 @@ def run(out: str | Path, cfg: MemoryConfig | None = None, progress: bool = True)
     impls = ["fobmaml", *impls]
     rows: list[dict] = []
     settings: dict[str, dict] = {}
+    done: dict[tuple, dict] = {}
+    if resume and (out / "memory.csv").exists():
+        for r in read_csv(out / "memory.csv"):
+            if r["status"] == "ok" or r["status"].startswith(("out of memory", "too slow")):
+                done[(r["implementation"], r["estimator"], r["channels"], r["K"])] = r
+    base = {k: v for k, v in asdict(cfg).items() if not isinstance(v, tuple)}
+    scratch = tempfile.TemporaryDirectory(prefix="fobmaml-memory-")
+    episodes = Path(scratch.name) / "episodes.npz"
+    _save_episodes(base, episodes)
     limit_kib = cfg.limit_gib * _GIB_KIB
     for channels, K in points(cfg):
         for est in cfg.estimators:
@@ -428,6 +469,9 @@ def run(out: str | Path, cfg: MemoryConfig | None = None, progress: bool = True)
                 if impl == "torch-higher" and est != "MAML":
                     continue
                 row = {"implementation": impl, "estimator": est, "channels": channels, "K": K}
+                if (impl, est, channels, K) in done:
+                    rows.append(done[(impl, est, channels, K)])
+                    continue
                 guess = predict(rows, impl, est, channels, K)
                 slow = predict(rows, impl, est, channels, K, key="time_s")
                 row["predicted_extra_kib"] = guess
@@ -443,7 +487,8 @@ def run(out: str | Path, cfg: MemoryConfig | None = None, progress: bool = True)
                     )
                 else:
                     spec = {
-                        **{k: v for k, v in asdict(cfg).items() if not isinstance(v, tuple)},
+                        **base,
+                        "episodes": str(episodes),
                         "implementation": impl,
                         "estimator": est,
                         "channels": channels,
@@ -457,6 +502,7 @@ def run(out: str | Path, cfg: MemoryConfig | None = None, progress: bool = True)
                 _write_csv(out / "memory.csv", rows)  # after every run: a partial run is kept
                 if progress:
                     print(_fmt_row(row), flush=True)
+    scratch.cleanup()
     summary = summarize(rows, cfg)
     plot(rows, cfg, out / "memory.png", "memory")
     plot(rows, cfg, out / "time.png", "time")
