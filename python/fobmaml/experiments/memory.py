@@ -380,8 +380,8 @@ def predict(
     >>> rows = [{"implementation": "jax", "estimator": "MAML", "channels": c, "K": k,
     ...          "status": "ok", "extra_kib": e} for c, k, e in
     ...         [(16, 10, 100.0), (32, 10, 200.0), (256, 5, 900.0), (256, 10, 1000.0)]]
-    >>> predict(rows, "jax", "MAML", 64, 10), predict(rows, "jax", "MAML", 256, 20)
-    (400.0, 1200.0)
+    >>> [round(predict(rows, "jax", "MAML", c, k), 6) for c, k in [(64, 10), (256, 20)]]
+    [400.0, 1200.0]
     >>> predict(rows, "jax", "MAML", 8, 10) is None
     True
     """
