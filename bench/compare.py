@@ -43,10 +43,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import peers
-from peers import problems as P
 
 import fobmaml as fm
+from fobmaml import peers
+from fobmaml.peers import problems as P
 
 TOL = 1e-8
 #: Cores kept busy by other processes above which a cell's timing is marked as disturbed.
@@ -87,7 +87,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--problems",
         nargs="+",
         metavar="NAME",
-        help="problems or families (sinusoid, mnist1d, quadratic); default: all\n"
+        help="problems, or their prefixes before a '-' (sinusoid, mnist1d, mnist1d-cnn,\n"
+        "quadratic); default: all\n"
         f"problems: {', '.join(names)}",
     )
     parser.add_argument(
@@ -131,7 +132,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.problems = list(QUICK_PROBLEMS) if args.quick else names
     selected = []
     for name in args.problems:
-        match = [p for p in names if p == name or p.split("-")[0] == name]
+        match = [p for p in names if p == name or p.startswith(name + "-")]
         if not match:
             parser.error(f"unknown problem {name!r}; expected a family or one of {names}")
         selected += [p for p in match if p not in selected]

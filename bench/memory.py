@@ -5,7 +5,7 @@ Usage::
     python bench/memory.py [--out DIR] [--ks 10 30 100 300 1000] [--quick] [--replot]
 
 For each estimator and K, a fresh subprocess builds the sinusoid batch (m = 25,
-[1, 40, 40, 1] tanh, 10-shot; ``peers.problems.sinusoid``), records its peak resident set
+[1, 40, 40, 1] tanh, 10-shot; ``fobmaml.peers.problems.sinusoid``), records its peak resident set
 size (``ru_maxrss``), makes one meta-gradient call (compilation included for JAX), and
 records the peak again: the difference is the extra peak memory of the call, measured by
 the operating system. The kernels' own prediction
@@ -26,15 +26,12 @@ from pathlib import Path
 
 from _measure import machine, new_figure, write_json
 
-HERE = Path(__file__).resolve().parent  # the children import the peers from here
-
 ESTIMATORS = ("FOBMAML(symmetric)", "FOMAML", "IMAML(cg=5)", "MAML")
 
 _CHILD = r"""
 import json, resource, sys
-sys.path.insert(0, sys.argv[4])
-import peers
-from peers import problems as P
+from fobmaml import peers
+from fobmaml.peers import problems as P
 impl, name, K = sys.argv[1], sys.argv[2], int(sys.argv[3])
 problem = P.sinusoid(K)
 predicted = None
@@ -59,7 +56,7 @@ print(json.dumps(
 
 def measure(impl: str, name: str, K: int) -> dict:
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, impl, name, str(K), str(HERE)],
+        [sys.executable, "-c", _CHILD, impl, name, str(K)],
         capture_output=True,
         text=True,
         timeout=1800,
@@ -70,7 +67,7 @@ def measure(impl: str, name: str, K: int) -> dict:
 
 
 def available_peers() -> list[str]:
-    import peers
+    from fobmaml import peers
 
     return [p for p in ("torch-eager", "torch-func", "jax") if not peers.missing(p)]
 

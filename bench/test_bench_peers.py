@@ -9,9 +9,10 @@ table, is ``python bench/compare.py``.
 """
 
 import numpy as np
-import peers  # bench/ is on the pytest pythonpath (pyproject.toml)
 import pytest
-from peers import problems as P
+
+from fobmaml import peers
+from fobmaml.peers import problems as P
 
 ESTIMATORS = ("MAML", "FOBMAML(symmetric)")
 CASES = [

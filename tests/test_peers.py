@@ -1,22 +1,57 @@
-"""The PyTorch and JAX peers of bench/compare.py compute fobmaml's meta-gradients.
+"""The PyTorch and JAX peers (``fobmaml.peers``) compute fobmaml's meta-gradients.
 
 For each installed peer and each estimator it implements (MAML, FO-MAML, iMAML with 5 CG
 steps, symmetric FO-B-MAML with the objective perturbation), on small instances of the
-three benchmark families, with and without momentum (beta = 0.5; MNIST-1D without only,
-to keep JAX's compilations few): the mean meta-gradient equals
-fobmaml's to 1e-8 relative, in float64. Peers whose packages are missing are skipped.
+benchmark families, with and without momentum (beta = 0.5; the MNIST-1D MLP and the other
+network without only, to keep JAX's compilations few): the mean meta-gradient equals
+fobmaml's to 1e-8 relative, in float64. The networks are the MNIST-1D CNN (Conv1d with
+padding and stride, relu, max pooling) with few channels, and a network of the other
+layers (a "same"-padded Conv1d with an even kernel and no bias, tanh, average pooling with
+a stride below its kernel, mse), which the peers build from ``net.get_config()`` alone.
+Peers whose packages are missing are skipped.
 """
 
+import extras
 import numpy as np
-import peers  # bench/ is on the pytest pythonpath (pyproject.toml)
 import pytest
-from peers import problems as P
+
+import fobmaml as fm
+from fobmaml import peers
+from fobmaml.peers import problems as P
+from fobmaml.peers._network import layer_ops, num_params
 
 TOL = 1e-8
 
 # torch.func's forward-mode AD (iMAML's HVP) loads its decompositions with
 # torch.jit.script, which torch 2.13 itself reports as deprecated, once per process.
-pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit\.script.*:DeprecationWarning")
+# torch.nn.Conv1d warns that an even kernel with padding="same" may copy its input.
+pytestmark = [
+    pytest.mark.filterwarnings(r"ignore:.*torch\.jit\.script.*:DeprecationWarning"),
+    pytest.mark.filterwarnings(r"ignore:Using padding='same' with even kernel:UserWarning"),
+]
+
+
+def _other_net(beta):
+    """Every layer kind the CNN does not use, on random regression tasks (mse)."""
+    nn = fm.nn
+    net = nn.Sequential(
+        nn.Conv1d(2, 3, kernel_size=4, padding="same", bias=False),
+        nn.Tanh(),
+        nn.AvgPool1d(3, stride=2),
+        nn.Conv1d(3, 2, kernel_size=2, stride=2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8, 2),
+    )
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((3, 4, 2, 19))
+    Y = rng.standard_normal((3, 4, 2))
+    Xq = rng.standard_normal((3, 5, 2, 19))
+    Yq = rng.standard_normal((3, 5, 2))
+    tasks = fm.NetTasks(X, Y, Xq, Yq, net=net, loss="mse")
+    inner = fm.InnerLoop(steps=3, lr=0.1, lam=2.0, momentum=beta)
+    return P.network("other-net", tasks, inner)
+
 
 PROBLEMS = {
     "sinusoid": lambda beta: P.sinusoid(3, meta_batch=3, layers=(1, 8, 8, 1), momentum=beta),
@@ -24,14 +59,20 @@ PROBLEMS = {
         3, n_way=3, k_shot=2, q_query=3, meta_batch=2, hidden=(8,), num_samples=500, momentum=beta
     ),
     "quadratic": lambda beta: P.quadratic(12, m=3, steps=5, momentum=beta),
+    "cnn": lambda beta: P.mnist1d_cnn(
+        3, channels=4, k_shot=2, q_query=2, meta_batch=2, num_samples=500, momentum=beta
+    ),
+    "other-net": _other_net,
 }
+ONE_BETA = ("mnist1d", "other-net")  # without momentum only
+NETS = ("cnn", "other-net")  # slow: JAX compiles a convolutional network for each case
 CASES = [
     (peer, est, prob, beta)
     for peer in peers.IMPLEMENTATIONS
     for est in P.ESTIMATORS
     for prob in PROBLEMS
     for beta in (0.0, 0.5)
-    if (peer != "torch-higher" or est == "MAML") and (prob != "mnist1d" or beta == 0.0)
+    if (peer != "torch-higher" or est == "MAML") and (prob not in ONE_BETA or beta == 0.0)
 ]
 
 
@@ -42,13 +83,13 @@ def problem_cache():
 
 def _peer(name):
     for pkg in peers.requirements(name):
-        pytest.importorskip(pkg)
+        extras.require(pkg)
     return peers.load(name)
 
 
 @pytest.mark.parametrize(
     ("peer", "estimator", "family", "beta"),
-    CASES,
+    [pytest.param(*case, marks=pytest.mark.slow) if case[2] in NETS else case for case in CASES],
     ids=[f"{p}-{e}-{f}-beta{b:g}" for p, e, f, b in CASES],
 )
 def test_peer_matches_fobmaml(problem_cache, peer, estimator, family, beta):
@@ -91,3 +132,46 @@ def test_problems_share_fobmaml_arrays():
     assert mn["Ys"].dtype == np.int64 and mn["Ys"].ndim == 2
     q = PROBLEMS["quadratic"](0.0)
     np.testing.assert_array_equal(q.arrays()["B"], q.tasks.A)  # query loss = support loss
+
+
+def test_the_cnn_problem_is_the_speed_targets_setting():
+    problem = P.benchmark_problems()["mnist1d-cnn-C64-K10"]()
+    assert problem.family == "net" and problem.num_tasks == 16
+    t = problem.tasks
+    assert t.X_support.shape == (16, 25, 1, 40) and t.X_query.shape == (16, 25, 1, 40)
+    assert t.loss == "xent" and t.Y_support.shape == (16, 25)
+    # 5-way 5-shot, 5 queries per class: every label 5 times in each set.
+    for Y in (t.Y_support, t.Y_query):
+        assert all(np.array_equal(np.bincount(y, minlength=5), [5] * 5) for y in Y)
+    assert problem.inner.steps == 10
+    # Conv1d(1, 64, 5) + Conv1d(64, 64, 3) + Linear(64 * 5, 5), weights and biases.
+    assert problem.dim == (64 * 5 + 64) + (64 * 64 * 3 + 64) + (5 * 320 + 5)
+    np.testing.assert_array_equal(problem.x0, problem.net.init_params(seed=0))
+
+
+def test_the_peers_layout_of_a_network_is_torchs():
+    """The peers' reading of a config gives parameter_to_vector's slices (fobmaml's order)."""
+    torch = extras.require("torch")
+    problem = PROBLEMS["other-net"](0.0)
+    ops = layer_ops(problem.config)
+    assert num_params(ops) == problem.dim
+    tnet = problem.net.to_torch()
+    mods = [m for m in tnet if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d))]
+    off = 0
+    for op, mod in zip([op for op in ops if op.has_params], mods):
+        assert op.shape == tuple(mod.weight.shape)
+        assert op.weight == (off, off + mod.weight.numel())
+        off = op.weight[1]
+        if mod.bias is None:
+            assert op.bias is None
+        else:
+            assert op.bias == (off, off + mod.bias.numel())
+            off = op.bias[1]
+    assert ops[0].pads == (1, 2)  # "same" with kernel 4: the odd zero on the right, as torch
+
+
+def test_a_bad_config_names_the_entry():
+    with pytest.raises(ValueError, match=r"`config\[1\]`"):
+        layer_ops([{"layer": "Linear", "in_features": 2, "out_features": 1}, {"layer": "GRU"}])
+    with pytest.raises(TypeError, match="`tasks` must be a fobmaml.NetTasks"):
+        P.network("q", PROBLEMS["quadratic"](0.0).tasks, fm.InnerLoop())

@@ -281,6 +281,28 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _memory(args: argparse.Namespace) -> int:
+    from .experiments import memory
+
+    if args.replot:
+        memory.replot(args.out)
+        print(f"redrew {args.out}/memory.png and time.png from memory.csv")
+        return 0
+    cfg = memory.MemoryConfig.quick_config() if args.quick else memory.MemoryConfig()
+    cfg = with_overrides(
+        cfg,
+        channels=None if args.channels is None else tuple(args.channels),
+        steps=None if args.steps is None else tuple(args.steps),
+        peers=() if args.no_peers else (None if args.peers is None else tuple(args.peers)),
+        limit_gib=args.limit_gib,
+        time_limit=args.time_limit,
+        timeout=args.timeout,
+        threads=args.threads,
+    )
+    memory.run(args.out, cfg, progress=True, resume=args.resume)
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     import fobmaml
 
@@ -399,6 +421,47 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder holding sweep/, delta/, stability/ and figure1/ (default: ./docs)",
     )
     rp.set_defaults(func=_report)
+
+    me = sub.add_parser(
+        "memory", help="extra peak memory and time of one meta-gradient on the MNIST-1D CNN"
+    )
+    me.add_argument("--out", default="memory", help="output directory (default: ./memory)")
+    me.add_argument(
+        "--quick", action="store_true", help="small channels and K, fobmaml only (seconds a point)"
+    )
+    me.add_argument("--no-peers", action="store_true", help="fobmaml only, even with torch/JAX")
+    me.add_argument(
+        "--peers", nargs="+", metavar="NAME", help="peers to run when installed (default: all)"
+    )
+    me.add_argument(
+        "--channels", type=int, nargs="+", metavar="C", help="sweep (a): channels at K = 10"
+    )
+    me.add_argument(
+        "--steps", type=int, nargs="+", metavar="K", help="sweep (b): inner steps at C = 256"
+    )
+    me.add_argument(
+        "--limit-gib",
+        type=float,
+        help="skip a run predicted to need more extra memory than this (default 16)",
+    )
+    me.add_argument(
+        "--time-limit",
+        type=float,
+        help="skip a run predicted to take longer than this many seconds (default 900)",
+    )
+    me.add_argument("--timeout", type=float, help="seconds one run may take (default 1800)")
+    me.add_argument(
+        "--threads",
+        type=int,
+        help="threads of every implementation: fobmaml, torch, XLA (default: each its own)",
+    )
+    me.add_argument(
+        "--replot", action="store_true", help="redraw the plots from --out's memory.csv"
+    )
+    me.add_argument(
+        "--resume", action="store_true", help="keep the runs of --out's memory.csv, run the rest"
+    )
+    me.set_defaults(func=_memory)
 
     info = sub.add_parser("info", help="print the version and how the C++ core was built")
     info.set_defaults(func=_info)

@@ -1,9 +1,12 @@
 """Meta-gradients written the way a strong user of each framework would, to compare with fobmaml.
 
+``import fobmaml`` does not import this package, and importing it imports neither torch
+nor JAX: a peer's own module imports its framework when :func:`load` asks for it.
+
 Every peer module exposes the same small interface:
 
 - ``NAME``: the implementation's name in tables (``"torch-eager"``, ...);
-- ``ESTIMATORS``: the names of :data:`peers.problems.ESTIMATORS` it implements;
+- ``ESTIMATORS``: the names of :data:`fobmaml.peers.problems.ESTIMATORS` it implements;
 - ``build(problem, estimator)``: converts the problem's arrays once and returns a
   no-argument function that computes the mean meta-gradient at ``problem.x0`` and
   returns it as the framework's own array (computation finished: JAX results are
@@ -11,10 +14,19 @@ Every peer module exposes the same small interface:
 - ``to_numpy(result)``: that array as a NumPy float64 vector;
 - ``settings()``: versions and thread settings, for the report.
 
+Every peer runs every problem family: the quadratics, the MLPs, and any
+:class:`fobmaml.nn.Sequential` network (the ``"net"`` family), which each peer builds as a
+function of the flat parameter vector from ``net.get_config()``.
+
 The peers are optional: :func:`load` imports one, and :func:`missing` says which of its
-packages are not installed. They import as a top-level package with ``bench/`` on
-``sys.path``: a script in ``bench/`` has it there, and pytest's ``pythonpath`` setting
-puts it there for the tests.
+packages are not installed. ``bench/compare.py``, ``fobmaml memory`` and the tests use
+them.
+
+>>> from fobmaml import peers
+>>> peers.IMPLEMENTATIONS
+('torch-eager', 'torch-higher', 'torch-func', 'jax')
+>>> peers.requirements("jax")
+('jax', 'jaxlib')
 """
 
 from __future__ import annotations

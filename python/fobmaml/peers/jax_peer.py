@@ -2,6 +2,11 @@
 
 ``jax_enable_x64`` is switched on when this module is imported. The task losses are pure
 functions of a flat parameter vector (static slices reshaped into the layers' weights).
+A ``fobmaml.nn`` network is built from ``net.get_config()`` (``_network.layer_ops``):
+``lax.conv_general_dilated`` with the layer's (left, right) zero padding for Conv1d, and
+pooling over the windows gathered with a static index array (max pooling takes the first
+maximum, as torch and fobmaml do).
+
 One task's inner loop is a ``lax.scan`` over the K steps with carry
 ``(phi_k, phi_{k-1})``; ``vmap`` runs it for all tasks and ``jit`` compiles the whole
 estimator, with K, lr, lam, beta, delta and cg_steps static. The task data are
@@ -29,11 +34,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from ._network import layer_ops
 from .problems import CG_STEPS, DELTA, ESTIMATORS, Problem
 
 jax.config.update("jax_enable_x64", True)
 
-__all__ = ["NAME", "ESTIMATORS", "build", "to_numpy", "settings"]
+__all__ = ["NAME", "ESTIMATORS", "build", "build_compiled", "to_numpy", "settings"]
 
 NAME = "jax"
 
@@ -61,6 +67,56 @@ def _mlp_loss(problem: Problem):
     return loss
 
 
+def _pool_index(length: int, kernel: int, stride: int) -> np.ndarray:
+    """(L_out, kernel) positions of each pooling window (no padding, floor mode)."""
+    out = (length - kernel) // stride + 1
+    return np.arange(out)[:, None] * stride + np.arange(kernel)[None, :]
+
+
+def _net_loss(problem: Problem):
+    """``loss(p, X, Y)`` of any ``fobmaml.nn`` network; X is one task's (k, *input_shape)."""
+    ops = layer_ops(problem.config)
+    xent = problem.loss == "xent"
+
+    def loss(p, X, Y):
+        h = X
+        for op in ops:
+            if op.has_params:
+                W = p[op.weight[0] : op.weight[1]].reshape(op.shape)
+                if op.kind == "linear":
+                    h = h @ W.T
+                else:
+                    h = lax.conv_general_dilated(
+                        h,
+                        W,
+                        window_strides=(op.stride,),
+                        padding=[op.pads],
+                        dimension_numbers=("NCH", "OIH", "NCH"),
+                    )
+                if op.bias is not None:
+                    b = p[op.bias[0] : op.bias[1]]
+                    h = h + (b if op.kind == "linear" else b[:, None])
+            elif op.kind == "relu":
+                h = jax.nn.relu(h)
+            elif op.kind == "tanh":
+                h = jnp.tanh(h)
+            elif op.kind in ("maxpool1d", "avgpool1d"):
+                win = h[..., _pool_index(h.shape[-1], op.kernel, op.stride)]  # (k, C, L', kernel)
+                if op.kind == "avgpool1d":
+                    h = jnp.mean(win, axis=-1)
+                else:  # the first maximum, as torch and fobmaml route it
+                    first = jnp.argmax(win, axis=-1)[..., None]
+                    h = jnp.take_along_axis(win, first, axis=-1)[..., 0]
+            else:
+                h = h.reshape(h.shape[0], -1)
+        if xent:
+            logp = jax.nn.log_softmax(h, axis=-1)
+            return -jnp.mean(jnp.take_along_axis(logp, Y[:, None], axis=-1))
+        return jnp.mean((h - Y) ** 2)
+
+    return loss
+
+
 def _losses(problem: Problem):
     """(g(p, task), f(p, task)) with task a tuple of one task's arrays."""
     if problem.family == "quadratic":
@@ -72,7 +128,7 @@ def _losses(problem: Problem):
             return 0.5 * p @ (t[2] @ p) - t[3] @ p
 
     else:
-        loss = _mlp_loss(problem)
+        loss = _net_loss(problem) if problem.family == "net" else _mlp_loss(problem)
 
         def g(p, t):
             return loss(p, t[0], t[1])
@@ -145,14 +201,25 @@ def _estimator(problem: Problem, estimator: str):
     return jax.jit(fn[estimator])
 
 
-def build(problem: Problem, estimator: str) -> Callable[[], jax.Array]:
+def _arguments(problem: Problem, estimator: str):
     if estimator not in ESTIMATORS:
         raise ValueError(f"{NAME} does not implement {estimator!r}")
     arrays = problem.arrays()
     keys = ("A", "b", "B", "c") if problem.family == "quadratic" else ("Xs", "Ys", "Xq", "Yq")
-    data = tuple(jnp.asarray(arrays[k]) for k in keys)
-    x = jnp.asarray(problem.x0)
+    return jnp.asarray(problem.x0), tuple(jnp.asarray(arrays[k]) for k in keys)
+
+
+def build(problem: Problem, estimator: str) -> Callable[[], jax.Array]:
+    x, data = _arguments(problem, estimator)
     fn = _estimator(problem, estimator)
+    return lambda: fn(x, data).block_until_ready()
+
+
+def build_compiled(problem: Problem, estimator: str) -> Callable[[], jax.Array]:
+    """As :func:`build`, but compiled ahead of time (``jit(...).lower(...).compile()``), so
+    that the first call runs the estimator only. ``fobmaml memory`` measures that call."""
+    x, data = _arguments(problem, estimator)
+    fn = _estimator(problem, estimator).lower(x, data).compile()
     return lambda: fn(x, data).block_until_ready()
 
 

@@ -1,6 +1,7 @@
 """PyTorch eager autograd: the learn2learn / higher way, by hand.
 
-A Python loop over the tasks of the batch (MLPs); for quadratic tasks, all tasks at
+A Python loop over the tasks of the batch (networks: MLPs and any ``fobmaml.nn`` net,
+convolutional ones included); for quadratic tasks, all tasks at
 once with batched matmuls (their losses are separable, so the gradient of the summed
 loss holds each task's gradient). Per task, the inner loop
 
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._torch_common import make_mlp_loss, quad_loss, settings, tensors, to_numpy
+from ._torch_common import make_loss, quad_loss, settings, tensors, to_numpy
 from .problems import CG_STEPS, DELTA, ESTIMATORS, Problem
 
 __all__ = ["NAME", "ESTIMATORS", "build", "to_numpy", "settings"]
@@ -57,7 +58,7 @@ def _units(problem: Problem) -> list[_Unit]:
         return [
             _Unit(lambda p: quad_loss(p, A, b), lambda p: quad_loss(p, B, c), problem.num_tasks)
         ]
-    loss = make_mlp_loss(problem)
+    loss = make_loss(problem)
     units = []
     for i in range(problem.num_tasks):
         Xs, Ys, Xq, Yq = d["Xs"][i], d["Ys"][i], d["Xq"][i], d["Yq"][i]

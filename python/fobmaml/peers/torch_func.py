@@ -1,7 +1,9 @@
 """torch.func: per-task functions, ``vmap`` over tasks, ``grad`` and ``jvp`` for the rest.
 
 The task losses are pure functions of a flat float64 parameter vector (a hand-written
-functional MLP, see ``_torch_common``). One task's inner loop is a Python loop of
+functional MLP, or any ``fobmaml.nn`` network built from its config, see
+``_torch_common``; under ``vmap`` a convolution with per-task weights becomes one grouped
+convolution). One task's inner loop is a Python loop of
 ``phi - lr (grad(g)(phi) + lam (phi - x)) + beta (phi - phi_prev)``; ``vmap`` runs it
 for all tasks at once (``in_dims=(None, 0)``: x shared, data stacked over tasks).
 
@@ -22,7 +24,7 @@ from collections.abc import Callable
 import torch
 from torch.func import grad, jvp, vmap
 
-from ._torch_common import make_mlp_loss, quad_loss, settings, tensors, to_numpy
+from ._torch_common import make_loss, quad_loss, settings, tensors, to_numpy
 from .problems import CG_STEPS, DELTA, ESTIMATORS, Problem
 
 __all__ = ["NAME", "ESTIMATORS", "build", "to_numpy", "settings"]
@@ -42,7 +44,7 @@ def _losses(problem: Problem, d: dict[str, torch.Tensor]):
             return quad_loss(p, t[2], t[3])
 
     else:
-        loss = make_mlp_loss(problem)
+        loss = make_loss(problem)
         data = (d["Xs"], d["Ys"], d["Xq"], d["Yq"])
 
         def g(p, t):

@@ -1,8 +1,9 @@
 """MAML with ``higher`` (Grefenstette et al.): the library's own recipe, task by task.
 
 The meta-parameters live in an ``nn.Module`` (an ``nn.Sequential`` of ``nn.Linear`` and
-``nn.Tanh``/``nn.ReLU`` in float64, loaded from ``x0`` with ``vector_to_parameters``;
-for quadratic tasks, a module holding one parameter vector). For each task,
+``nn.Tanh``/``nn.ReLU`` in float64 for an MLP, ``net.to_torch()`` for any ``fobmaml.nn``
+network, loaded from ``x0`` with ``vector_to_parameters``; for quadratic tasks, a module
+holding one parameter vector). For each task,
 
     with higher.innerloop_ctx(model, inner_opt, copy_initial_weights=False) as (fmodel, diffopt):
         for k in range(K):
@@ -52,6 +53,8 @@ class _QuadraticModel(nn.Module):
 def _model(problem: Problem) -> nn.Module:
     if problem.family == "quadratic":
         model = _QuadraticModel(problem.dim)
+    elif problem.family == "net":
+        model = problem.net.to_torch()  # float64
     else:
         layers = problem.layers
         act = nn.Tanh if problem.activation == "tanh" else nn.ReLU

@@ -11,10 +11,22 @@ Defaults, taken from the repository:
 - MNIST-1D (``bench/test_bench_mlp.py``): 5-way 5-shot, 15 queries per class,
   16 episodes, ``[40, 64, 64, 5]`` tanh, xent, K = 10, inner lr 0.1, lam 2;
 - quadratic (``bench/test_bench_quadratic.py``): ``quadratic_tasks(m=8, n, kappa=100)``,
-  K = 20, inner lr 0.5, lam 1; the query loss is the support loss.
+  K = 20, inner lr 0.5, lam 1; the query loss is the support loss;
+- the MNIST-1D CNN (:func:`mnist1d_cnn`): ``Conv1d(1, C, 5, stride=2, padding=1)``, ReLU,
+  ``Conv1d(C, C, 3, stride=2, padding=1)``, ReLU, ``MaxPool1d(2)``, Flatten,
+  ``Linear(5 C, 5)`` on 5-way 5-shot episodes with 5 queries per class (25 support and 25
+  query samples), 16 episodes, xent, K = 10, inner lr 0.1, lam 2 (the MLP's); C = 64 for
+  the speed benchmark, any C and K for the memory study (``fobmaml memory``).
 
-``x0`` is ``fm.mlp.init_params(layers, seed=0)`` for MLPs (PyTorch's ``nn.Linear``
-initialization, in ``parameters_to_vector`` order) and 0 for quadratics.
+``x0`` is ``fm.mlp.init_params(layers, seed=0)`` for MLPs and ``net.init_params(seed=0)``
+for networks (PyTorch's default initialization, in ``parameters_to_vector`` order), and 0
+for quadratics.
+
+>>> from fobmaml.peers import problems as P
+>>> sorted(P.benchmark_problems())[:3]
+['mnist1d-K10', 'mnist1d-cnn-C64-K10', 'quadratic-n100']
+>>> P.cnn(16).num_params
+1285
 """
 
 from __future__ import annotations
@@ -33,6 +45,9 @@ __all__ = [
     "Problem",
     "sinusoid",
     "mnist1d",
+    "cnn",
+    "mnist1d_cnn",
+    "network",
     "quadratic",
     "benchmark_problems",
     "fobmaml_estimator",
@@ -53,7 +68,7 @@ class Problem:
     """One benchmark problem: fobmaml tasks, the inner loop and the meta-parameters x0."""
 
     name: str
-    family: str  # "mlp" or "quadratic"
+    family: str  # "mlp", "net" or "quadratic"
     tasks: fm.TaskBatch
     inner: fm.InnerLoop
     x0: np.ndarray
@@ -72,6 +87,17 @@ class Problem:
     def layers(self) -> list[int]:
         return list(self.tasks.layers)
 
+    # networks ("mlp" and "net")
+    @property
+    def net(self) -> fm.nn.Sequential:
+        """The network (an MLP is one too)."""
+        return self.tasks.net
+
+    @property
+    def config(self) -> list[dict]:
+        """The network as ``net.get_config()``: what the peers build their functions from."""
+        return self.tasks.net.get_config()
+
     @property
     def activation(self) -> str:
         return self.tasks.activation
@@ -83,11 +109,12 @@ class Problem:
     def arrays(self) -> dict[str, np.ndarray]:
         """The task data as float64 (int64 labels) C-contiguous NumPy arrays, stacked over tasks.
 
-        MLP: ``Xs, Ys, Xq, Yq`` with X (m, k, d_in) and Y (m, k, d_out) for mse or (m, k)
-        labels for xent. Quadratic: ``A, b, B, c`` with A, B (m, n, n) and b, c (m, n).
+        MLP and net: ``Xs, Ys, Xq, Yq`` with X (m, k, *input_shape) (``(d_in,)``, or
+        ``(C_in, L)`` for a network that starts with Conv1d) and Y (m, k, d_out) for mse or
+        (m, k) labels for xent. Quadratic: ``A, b, B, c`` with A, B (m, n, n) and b, c (m, n).
         """
         t = self.tasks
-        if self.family == "mlp":
+        if self.family in ("mlp", "net"):
             raw = {"Xs": t.X_support, "Ys": t.Y_support, "Xq": t.X_query, "Yq": t.Y_query}
         else:
             raw = {"A": t.A, "b": t.b, "B": t.B, "c": t.c}
@@ -177,6 +204,73 @@ def mnist1d(
     )
 
 
+def cnn(channels: int, n_way: int = 5) -> fm.nn.Sequential:
+    """The MNIST-1D CNN with `channels` channels: input (1, 40), output `n_way` logits."""
+    nn = fm.nn
+    return nn.Sequential(
+        nn.Conv1d(1, channels, kernel_size=5, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv1d(channels, channels, kernel_size=3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.MaxPool1d(2),
+        nn.Flatten(),
+        nn.Linear(channels * 5, n_way),
+    )
+
+
+def mnist1d_cnn(
+    steps: int = 10,
+    *,
+    channels: int = 64,
+    n_way: int = 5,
+    k_shot: int = 5,
+    q_query: int = 5,
+    meta_batch: int = 16,
+    lr: float = 0.1,
+    lam: float = 2.0,
+    momentum: float = 0.0,
+    num_samples: int = 5000,
+    seed: int = 0,
+) -> Problem:
+    """MNIST-1D N-way K-shot episodes for the CNN of :func:`cnn` (relu, xent)."""
+    net = cnn(channels, n_way)
+    sampler = fm.datasets.mnist1d_fewshot(
+        n_way, k_shot, q_query, "train", meta_batch=meta_batch, net=net, num_samples=num_samples
+    )
+    tasks = sampler(np.random.default_rng(seed))
+    inner = fm.InnerLoop(steps=steps, lr=lr, lam=lam, momentum=momentum)
+    return Problem(
+        name=f"mnist1d-cnn-C{channels}-K{steps}",
+        family="net",
+        tasks=tasks,
+        inner=inner,
+        x0=net.init_params(seed=seed),
+        info={
+            "net": net.get_config(),
+            "channels": channels,
+            "loss": "xent",
+            "n_way": n_way,
+            "k_shot": k_shot,
+            "q_query": q_query,
+        },
+    )
+
+
+def network(name: str, tasks: fm.NetTasks, inner: fm.InnerLoop, seed: int = 0) -> Problem:
+    """A problem of any network: `tasks` (a :class:`fobmaml.NetTasks`) at the network's
+    default initialization ``tasks.net.init_params(seed)``."""
+    if not isinstance(tasks, fm.NetTasks):
+        raise TypeError(f"`tasks` must be a fobmaml.NetTasks (got {type(tasks).__name__})")
+    return Problem(
+        name=name,
+        family="net",
+        tasks=tasks,
+        inner=inner,
+        x0=tasks.net.init_params(seed=seed),
+        info={"net": tasks.net.get_config(), "loss": tasks.loss},
+    )
+
+
 def quadratic(
     n: int,
     *,
@@ -207,6 +301,7 @@ _BENCHMARK_PROBLEMS: dict[str, Callable[[], Problem]] = {
     "sinusoid-K5": lambda: sinusoid(5),
     "sinusoid-K20": lambda: sinusoid(20),
     "mnist1d-K10": lambda: mnist1d(10),
+    "mnist1d-cnn-C64-K10": lambda: mnist1d_cnn(10, channels=64),
     "quadratic-n100": lambda: quadratic(100),
     "quadratic-n1000": lambda: quadratic(1000),
     "quadratic-n2000": lambda: quadratic(2000),
