@@ -4,6 +4,7 @@ import csv
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import mlp_reference as mref
 import net_reference as nref
@@ -114,11 +115,19 @@ def test_mnist1d_quick_reports_accuracy(tmp_path):
         assert res["accuracy_after_adaptation"] == pytest.approx(np.mean(hits), abs=1e-12)
 
 
-def test_mnist1d_cnn_quick_reports_accuracy(tmp_path):
-    cfg = mnist1d_fewshot.MNIST1DConfig.quick_cnn_config()
+@pytest.mark.parametrize(
+    "activation, pool, layers",
+    [(None, "max", ("ReLU", "MaxPool1d")), ("tanh", "avg", ("Tanh", "AvgPool1d"))],
+)
+def test_mnist1d_cnn_quick_reports_accuracy(tmp_path, activation, pool, layers):
+    cfg = replace(
+        mnist1d_fewshot.MNIST1DConfig.quick_cnn_config(), activation=activation, pool=pool
+    )
     summary = mnist1d_fewshot.run(tmp_path, cfg, progress=False)
     net = cfg.net()
-    assert summary["settings"]["net"] == net.get_config() and cfg.act == "relu"
+    assert summary["settings"]["net"] == net.get_config()
+    kinds = [layer["layer"] for layer in net.get_config()]
+    assert kinds[1] == kinds[3] == layers[0] and kinds[4] == layers[1]
     test = fm.datasets.mnist1d_fewshot(
         cfg.n_way,
         cfg.k_shot,
@@ -140,6 +149,14 @@ def test_mnist1d_cnn_quick_reports_accuracy(tmp_path):
             phi = mref.adapt(t, params[name], inner)
             hits.append(t.query_accuracy(phi))
         assert res["accuracy_after_adaptation"] == pytest.approx(np.mean(hits), abs=1e-12)
+
+
+def test_mnist1d_cnn_rejects_unknown_layers():
+    cfg = mnist1d_fewshot.MNIST1DConfig.quick_cnn_config()
+    with pytest.raises(ValueError, match="`pool` must be one of 'max', 'avg'"):
+        replace(cfg, pool="min").net()
+    with pytest.raises(ValueError, match="`activation` must be one of 'relu', 'tanh'"):
+        replace(cfg, activation="gelu").net()
 
 
 @pytest.mark.parametrize("command", ["sinusoid", "mnist1d", "smoothness"])

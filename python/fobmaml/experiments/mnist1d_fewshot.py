@@ -10,7 +10,8 @@ convolutional network
     Conv1d(1, C, 5, stride=2, padding=1), ReLU, Conv1d(C, C, 3, stride=2, padding=1), ReLU,
     MaxPool1d(2), Flatten, Linear(5 C, n_way)
 
-on inputs of one channel of length 40, with C = ``channels``.
+on inputs of one channel of length 40, with C = ``channels``; ``activation="tanh"`` and
+``pool="avg"`` give its smooth variant (Tanh and AvgPool1d(2)).
 
 The inner loop is deliberately conservative (K = 20 steps of size 0.1 on the
 lambda = 2 proximal problem). Meta-training sharpens the support losses; with a
@@ -52,6 +53,7 @@ class MNIST1DConfig:
     hidden: tuple[int, ...] = (64, 64)  # the MLP's hidden widths
     channels: int = 64  # the CNN's channels
     activation: str | None = None  # default: tanh for the MLP, relu for the CNN
+    pool: str = "max"  # the CNN's pooling: "max" or "avg"
     steps: int = 20
     inner_lr: float = 0.1
     lam: float = 2.0
@@ -95,14 +97,19 @@ class MNIST1DConfig:
             return mlp.network(self.layers, self.act)
         if self.model != "cnn":
             raise ValueError(f"`model` must be one of 'mlp', 'cnn' (got {self.model!r})")
+        if self.act not in ("relu", "tanh"):
+            raise ValueError(f"`activation` must be one of 'relu', 'tanh' (got {self.act!r})")
+        if self.pool not in ("max", "avg"):
+            raise ValueError(f"`pool` must be one of 'max', 'avg' (got {self.pool!r})")
         act = {"relu": nn.ReLU, "tanh": nn.Tanh}[self.act]
+        pool = {"max": nn.MaxPool1d, "avg": nn.AvgPool1d}[self.pool]
         C = self.channels
         return nn.Sequential(
             nn.Conv1d(1, C, kernel_size=5, stride=2, padding=1),
             act(),
             nn.Conv1d(C, C, kernel_size=3, stride=2, padding=1),
             act(),
-            nn.MaxPool1d(2),
+            pool(2),
             nn.Flatten(),
             nn.Linear(C * 5, self.n_way),
         )
@@ -191,5 +198,5 @@ def run(out: str | Path, cfg: MNIST1DConfig | None = None, progress: bool = True
 
 def _describe(cfg: MNIST1DConfig) -> str:
     if cfg.model == "cnn":
-        return f"CNN {cfg.channels} channels ({cfg.act})"
+        return f"CNN {cfg.channels} channels ({cfg.act}, {cfg.pool} pooling)"
     return f"MLP {cfg.layers} ({cfg.act})"
