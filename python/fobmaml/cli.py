@@ -344,9 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="mlp: [40, 64, 64, n_way] (default); cnn: the MNIST-1D convolutional network",
     )
     mn.add_argument("--channels", type=int, help="the CNN's channels (default 64)")
-    mn.add_argument(
-        "--pool", choices=("max", "avg"), help="the CNN's pooling layer (default max)"
-    )
+    mn.add_argument("--pool", choices=("max", "avg"), help="the CNN's pooling layer (default max)")
     mn.set_defaults(func=_mnist1d)
 
     sm = sub.add_parser(
