@@ -279,7 +279,7 @@ def test_a_sampler_is_sent_once_per_run_and_no_batch_ever(monkeypatch, client, e
     calls = _spy(monkeypatch, client)
     meta_train(X0_MLP, SAMPLER, MLP_FOB, fm.Adam(1e-2), 6, progress=False, executor=executor)
     assert [type(d[0]) for d in calls["scatter"]] == [type(SAMPLER)] * 2  # one per worker
-    assert len(calls["submit"]) == 2 * 2 * 7  # a draw and an estimate per shard and record
+    assert len(calls["submit"]) == 2 * 7  # one task per shard and record
     assert not any(_batches_in(a) for a in calls["submit"])
 
 
@@ -314,9 +314,10 @@ def test_a_failing_sampler_raises_its_own_error(executor):
 # -- failures ------------------------------------------------------------------------------
 @pytest.mark.parametrize("source", ["fixed", "sampler"])
 def test_a_worker_killed_mid_run_changes_nothing(client, executor, tmp_path, source):
-    # The third shard computation (fixed batch) or draw (sampler) a worker starts kills it
-    # with SIGKILL: its shard is placed on the other worker and computed again.
-    prefix = "estimate_shard" if source == "fixed" else "draw_shard"
+    # The third shard computation a worker starts (on a fixed batch, or drawing its shard
+    # from the sampler) kills it with SIGKILL: its shard is placed on the other worker and
+    # computed again.
+    prefix = "estimate_shard" if source == "fixed" else "estimate_sampled"
     if source == "fixed":
         args = (np.zeros(N), TASKS, FOB, fm.Adam(0.1), 8)
     else:

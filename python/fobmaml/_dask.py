@@ -5,8 +5,8 @@ these functions; ``import fobmaml`` never imports it (it imports Dask).
 
 - :class:`ThreadsPlugin` sets each worker's kernel threads to its ``nthreads``.
 - :func:`estimate_shard` computes one shard of a fixed batch (kept on the worker).
-- :func:`draw_shard` runs the sampler from the generator state the client sent and
-  keeps the worker's shard of the batch it draws; :func:`estimate_drawn` computes on it.
+- :func:`estimate_sampled` runs the sampler from the generator state the client sent,
+  keeps the worker's shard of the batch it draws, and computes on it.
 
 Each computation returns its shard's rows, losses and statuses (``errors="return"``):
 the client reduces them (:func:`fobmaml._executor.combine`) and raises for failed tasks.
@@ -14,6 +14,7 @@ the client reduces them (:func:`fobmaml._executor.combine`) and raises for faile
 
 from __future__ import annotations
 
+import collections
 import hashlib
 from typing import Any
 
@@ -99,34 +100,50 @@ def shard_bounds(m: int, shards: int, k: int) -> tuple[int, int]:
     return k * m // shards, (k + 1) * m // shards
 
 
-def draw_shard(sampler: Any, n: int, rng_state: dict, k: int, shards: int, build: tuple[str, str]):
-    """Draw the batch from the client's generator state; keep shard k of it.
+#: The shards this worker drew last, by (run token, generator state, shard, shards): a record
+#: with a reference computes on its batch twice. Any worker can draw a shard again from
+#: the same state (a lost worker's, say); this only saves drawing it twice in a row.
+_DRAWN: collections.OrderedDict = collections.OrderedDict()
+_DRAWN_KEEP = 4
 
-    Returns ``(shard or None, info)`` with ``info`` the generator state after the draw,
-    the batch's digest and its number of tasks, which every shard reports so that the
-    client can check that the workers drew the same batch.
-    """
-    _check_build(build)
+
+def _draw(sampler: Any, n: int, rng_state: dict, k: int, shards: int, token: str):
+    key = (token, repr(rng_state), k, shards)
+    if key in _DRAWN:
+        _DRAWN.move_to_end(key)
+        return _DRAWN[key]
     rng = np.random.Generator(getattr(np.random, rng_state["bit_generator"])())
     rng.bit_generator.state = rng_state
     batch = check_batch(sampler(rng), n, "the batch returned by the `tasks` sampler")
     m = batch.num_tasks
     lo, hi = shard_bounds(m, shards, k)
-    shard = batch[lo:hi] if hi > lo else None
-    return shard, (rng.bit_generator.state, digest(batch), m)
+    drawn = (batch[lo:hi] if hi > lo else None, (rng.bit_generator.state, digest(batch), m))
+    _DRAWN[key] = drawn
+    while len(_DRAWN) > _DRAWN_KEEP:
+        _DRAWN.popitem(last=False)
+    return drawn
 
 
-def estimate_drawn(
+def estimate_sampled(
     estimator: Estimator,
     x: np.ndarray,
-    drawn: tuple,
+    sampler: Any,
     n: int,
+    rng_state: dict,
+    k: int,
+    shards: int,
+    token: str,
     losses: bool,
     build: tuple[str, str],
 ):
-    """``(rows, losses, status, info)`` of the shard a :func:`draw_shard` task keeps."""
+    """Draw the batch from the client's generator state, and compute on shard k of it.
+
+    Returns ``(rows, losses, status, info)``, with ``info`` the generator state after the
+    draw, the batch's digest and its number of tasks: every shard reports them, so that
+    the client can check that the workers drew the same batch.
+    """
     _check_build(build)
-    shard, info = drawn
+    shard, info = _draw(sampler, n, rng_state, k, shards, token)
     return (*_compute(estimator, x, shard, n, losses), info)
 
 

@@ -36,6 +36,8 @@ imports it when it is created (install it with ``pip install "fobmaml[dask]"``).
 
 from __future__ import annotations
 
+import time
+import uuid
 import weakref
 from collections import Counter
 from collections.abc import Callable
@@ -55,6 +57,9 @@ __all__ = ["DaskExecutor", "ClusterError"]
 
 #: ``x`` larger than this is scattered to the workers instead of sent with each shard's task.
 _SCATTER_X_BYTES = 1 << 18
+#: Seconds the executor trusts its list of the cluster's workers (it asks again at once after
+#: losing a shard): a worker that joins gets shards within this time.
+_REFRESH = 2.0
 
 
 class ClusterError(ConnectionError):
@@ -86,6 +91,13 @@ class _Resident:
         self.make, self.count = make, count
         self.futures: list[Any] = [None] * count
         self.where: list[str | None] = [None] * count
+
+    def placed(self, workers: list[str]) -> bool:
+        """Whether every piece is on one of ``workers`` (as far as the client knows)."""
+        return all(
+            f is not None and f.status == "finished" and w in workers
+            for f, w in zip(self.futures, self.where)
+        )
 
     def place(self, client: Any, workers: list[str]) -> None:
         """Put every piece on a live worker, as evenly as the pieces allow.
@@ -139,13 +151,12 @@ class _Resident:
 class _Drawn:
     """One draw of a sampler on the workers (meta_train's batch B_t with a sampler).
 
-    The draw tasks run with the first computation on it; their shards stay on the
-    workers (for the reference, say) until the next draw or the end of the run.
+    It is drawn with the first computation on it, each worker keeping its shard for the
+    next (the reference's, say); the client adopts the generator state after the draw.
     """
 
     def __init__(self, source: _RemoteSampler, rng_state: dict) -> None:
         self.source, self.rng_state = source, rng_state
-        self.futures: list[Any] | None = None
         self.info: tuple | None = None
 
     @property
@@ -158,14 +169,12 @@ class _RemoteSampler:
 
     def __init__(self, local: SamplerSource, executor: DaskExecutor) -> None:
         self.local, self.executor = local, executor
+        self.token = uuid.uuid4().hex
         self.resident: _Resident | None = None
-        self.current: _Drawn | None = None
         self.shards: int | None = None
 
     def draw(self) -> _Drawn:
-        self.current = None  # the previous draw's shards are released
-        self.current = _Drawn(self, self.local.rng_state())
-        return self.current
+        return _Drawn(self, self.local.rng_state())
 
     def rng_state(self) -> dict:
         return self.local.rng_state()
@@ -174,7 +183,6 @@ class _RemoteSampler:
         self.local.set_rng_state(state)
 
     def close(self) -> None:
-        self.current = None
         if self.resident is not None:
             self.resident.release()
 
@@ -242,6 +250,7 @@ class DaskExecutor(ShardedExecutor):
         self._dd = dd
         self._build = (__version__, _native.ISA)
         self._fixed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._known: tuple[float, list[str]] | None = None  # (when, the workers)
         from . import _dask
 
         self._worker = _dask
@@ -251,8 +260,12 @@ class DaskExecutor(ShardedExecutor):
         return f"DaskExecutor({self.client!r}, shards={self.shards})"
 
     # -- placing data ------------------------------------------------------------------
-    def _workers(self) -> list[str]:
+    def _workers(self, refresh: bool = False) -> list[str]:
+        """The cluster's workers, asked of the scheduler at most every ``_REFRESH`` seconds."""
         self._check_client()
+        now = time.monotonic()
+        if not refresh and self._known is not None and now - self._known[0] < _REFRESH:
+            return self._known[1]
         try:
             workers = sorted(self.client.nthreads())
         except OSError as exc:
@@ -265,6 +278,7 @@ class DaskExecutor(ShardedExecutor):
                 raise ClusterError(
                     f"the Dask cluster has had no worker for {self.worker_timeout} s"
                 ) from exc
+        self._known = (now, workers)
         return workers
 
     def _check_client(self) -> None:
@@ -352,25 +366,25 @@ class DaskExecutor(ShardedExecutor):
     def _estimate_drawn(
         self, estimator: Estimator, x: np.ndarray, drawn: _Drawn, losses: bool
     ) -> Estimate:
-        source, w = drawn.source, self._worker
-        xs = self._x(x, drawn.dim)
+        source, n = drawn.source, drawn.dim
+        xs = self._x(x, n)
         if source.resident is None:
             source.shards = self.shards or len(self._workers())
             sampler = source.local.sampler
             source.resident = _Resident(lambda k: sampler, source.shards)
-        res, shards, n = source.resident, source.shards, drawn.dim
+        res, shards = source.resident, source.shards
 
         def submit(k: int) -> Any:
-            if drawn.futures is None or drawn.futures[k] is None:
-                self._draw(drawn, k, res, shards)
-            elif drawn.futures[k].status not in ("pending", "finished"):
-                self._draw(drawn, k, res, shards)
             return self.client.submit(
-                w.estimate_drawn,
+                self._worker.estimate_sampled,
                 estimator,
                 xs,
-                drawn.futures[k],
+                res.futures[k],
                 n,
+                drawn.rng_state,
+                k,
+                shards,
+                source.token,
                 losses,
                 self._build,
                 workers=[res.where[k]],
@@ -381,7 +395,7 @@ class DaskExecutor(ShardedExecutor):
         results = self._collect(res, submit)
         infos = [r[3] for r in results]
         state, digest, m = infos[0]
-        if any(info[1:] != (digest, m) for info in infos) or any(i[0] != state for i in infos):
+        if any(info[1:] != (digest, m) or info[0] != state for info in infos):
             raise RuntimeError(
                 "the workers drew different batches from the same generator state: the "
                 "`tasks` sampler must draw all its randomness from the generator it is given"
@@ -389,26 +403,7 @@ class DaskExecutor(ShardedExecutor):
         if drawn.info is None:
             drawn.info = infos[0]
             source.local.set_rng_state(state)
-        est = combine([_as_estimate(r[:3], losses) for r in results], losses)
-        if est.task_gradients.shape[0] != m:  # pragma: no cover - a bug, not an input error
-            raise RuntimeError(f"the shards hold {est.task_gradients.shape[0]} of {m} tasks")
-        return est
-
-    def _draw(self, drawn: _Drawn, k: int, res: _Resident, shards: int) -> None:
-        if drawn.futures is None:
-            drawn.futures = [None] * shards
-        drawn.futures[k] = self.client.submit(
-            self._worker.draw_shard,
-            res.futures[k],
-            drawn.dim,
-            drawn.rng_state,
-            k,
-            shards,
-            self._build,
-            workers=[res.where[k]],
-            allow_other_workers=True,
-            pure=False,
-        )
+        return combine([_as_estimate(r[:3], losses) for r in results], losses)
 
     def _collect(self, res: _Resident, submit: Callable[[int], Any]) -> list:
         """Compute every shard (``submit(k)``), computing again those whose worker was lost."""
@@ -416,8 +411,11 @@ class DaskExecutor(ShardedExecutor):
         futures: list[Any] = [None] * res.count
         todo = list(range(res.count))
         try:
-            for _ in range(self.max_attempts):
-                res.place(self.client, self._workers())
+            for attempt in range(self.max_attempts):
+                workers = self._workers(refresh=attempt > 0)
+                if not res.placed(workers):  # something moves: on the workers there are now
+                    workers = self._workers(refresh=True)
+                res.place(self.client, workers)
                 for k in todo:
                     futures[k] = submit(k)
                 try:
