@@ -35,6 +35,27 @@ import numpy as np
 # ("avgpool1d", kernel, stride) | ("flatten",)
 
 
+def layers_of(net) -> tuple:
+    """This module's description of a library network, read from its layers' arguments by
+    class name (the reference does not import the library)."""
+    out = []
+    for layer in net:
+        kind = type(layer).__name__
+        if kind == "Linear":
+            out.append(("linear", layer.in_features, layer.out_features, layer.bias))
+        elif kind == "Conv1d":
+            left, right = layer.pads()
+            k, s, b = layer.kernel_size, layer.stride, layer.bias
+            out.append(("conv1d", layer.in_channels, layer.out_channels, k, s, left, right, b))
+        elif kind in ("MaxPool1d", "AvgPool1d"):
+            out.append((kind.lower(), layer.kernel_size, layer.stride))
+        elif kind in ("ReLU", "Tanh", "Flatten"):
+            out.append((kind.lower(),))
+        else:
+            raise ValueError(f"unknown layer {kind}")
+    return tuple(out)
+
+
 def param_shapes(layers) -> list[tuple[int, ...]]:
     shapes = []
     for layer in layers:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import mlp_reference as mref
+import net_reference as nref
 import numpy as np
 import pytest
 
@@ -90,16 +91,17 @@ def test_mnist1d_quick_reports_accuracy(tmp_path):
     test = fm.datasets.mnist1d_fewshot(
         cfg.n_way,
         cfg.k_shot,
-        cfg.q_query,
+        cfg.eval_q_query,
         "test",
         meta_batch=cfg.eval_tasks,
         layers=cfg.layers,
-        activation=cfg.activation,
+        activation=cfg.act,
         num_samples=cfg.num_samples,
     )(np.random.default_rng(cfg.seed + 1))
+    assert test.X_query.shape[1] == cfg.n_way * cfg.eval_q_query
     params = np.load(tmp_path / "params.npz")
     inner = mref.Inner(cfg.steps, cfg.inner_lr, cfg.lam, cfg.momentum)
-    net = mref.Net(tuple(cfg.layers), cfg.activation, "xent")
+    net = mref.Net(tuple(cfg.layers), cfg.act, "xent")
     for name, res in summary["results"].items():
         # Accuracy recomputed independently: NumPy adaptation, then argmax of the logits.
         hits = []
@@ -109,6 +111,34 @@ def test_mnist1d_quick_reports_accuracy(tmp_path):
             )
             phi = mref.adapt(task, params[name], inner)
             hits.append(np.mean(net.predict(phi, test.X_query[i]).argmax(-1) == test.Y_query[i]))
+        assert res["accuracy_after_adaptation"] == pytest.approx(np.mean(hits), abs=1e-12)
+
+
+def test_mnist1d_cnn_quick_reports_accuracy(tmp_path):
+    cfg = mnist1d_fewshot.MNIST1DConfig.quick_cnn_config()
+    summary = mnist1d_fewshot.run(tmp_path, cfg, progress=False)
+    net = cfg.net()
+    assert summary["settings"]["net"] == net.get_config() and cfg.act == "relu"
+    test = fm.datasets.mnist1d_fewshot(
+        cfg.n_way,
+        cfg.k_shot,
+        cfg.eval_q_query,
+        "test",
+        meta_batch=cfg.eval_tasks,
+        net=net,
+        num_samples=cfg.num_samples,
+    )(np.random.default_rng(cfg.seed + 1))
+    assert test.X_support.shape[2:] == (1, 40)
+    params = np.load(tmp_path / "params.npz")
+    np.testing.assert_array_equal(params["x0"], net.init_params(seed=cfg.seed))
+    inner = mref.Inner(cfg.steps, cfg.inner_lr, cfg.lam, cfg.momentum)
+    rnet = nref.Net(nref.layers_of(net), "xent")
+    for name, res in summary["results"].items():
+        # Accuracy recomputed independently: NumPy adaptation of the NumPy network.
+        hits = []
+        for t in nref.task_list(rnet, test.X_support, test.Y_support, test.X_query, test.Y_query):
+            phi = mref.adapt(t, params[name], inner)
+            hits.append(t.query_accuracy(phi))
         assert res["accuracy_after_adaptation"] == pytest.approx(np.mean(hits), abs=1e-12)
 
 

@@ -17,37 +17,7 @@ import fobmaml as fm
 nn = fm.nn
 
 
-def ref_layers(net: fm.nn.Sequential) -> tuple:
-    """The reference's description of a library network (written from its arguments)."""
-    out = []
-    for layer in net:
-        if isinstance(layer, nn.Linear):
-            out.append(("linear", layer.in_features, layer.out_features, layer.bias))
-        elif isinstance(layer, nn.Conv1d):
-            left, right = layer.pads()
-            out.append(
-                (
-                    "conv1d",
-                    layer.in_channels,
-                    layer.out_channels,
-                    layer.kernel_size,
-                    layer.stride,
-                    left,
-                    right,
-                    layer.bias,
-                )
-            )
-        elif isinstance(layer, nn.ReLU):
-            out.append(("relu",))
-        elif isinstance(layer, nn.Tanh):
-            out.append(("tanh",))
-        elif isinstance(layer, nn.MaxPool1d):
-            out.append(("maxpool1d", layer.kernel_size, layer.stride))
-        elif isinstance(layer, nn.AvgPool1d):
-            out.append(("avgpool1d", layer.kernel_size, layer.stride))
-        else:
-            out.append(("flatten",))
-    return tuple(out)
+ref_layers = nref.layers_of
 
 
 def small_cnn(act=nn.Tanh) -> fm.nn.Sequential:

@@ -175,10 +175,24 @@ def _sinusoid(args: argparse.Namespace) -> int:
 def _mnist1d(args: argparse.Namespace) -> int:
     from .experiments import mnist1d_fewshot as exp
 
-    cfg = exp.MNIST1DConfig.quick_config() if args.quick else exp.MNIST1DConfig()
+    if args.quick:
+        cfg = (
+            exp.MNIST1DConfig.quick_cnn_config()
+            if args.model == "cnn"
+            else exp.MNIST1DConfig.quick_config()
+        )
+    else:
+        cfg = exp.MNIST1DConfig()
     cfg = with_overrides(
-        cfg, n_way=args.n_way, k_shot=args.k_shot, q_query=args.q_query, **_common_overrides(args)
+        cfg,
+        model=args.model,
+        channels=args.channels,
+        n_way=args.n_way,
+        k_shot=args.k_shot,
+        q_query=args.q_query,
+        **_common_overrides(args),
     )
+    cfg.net()  # checks the model and its sizes before any work
     with _executor(args.dask) as ex:
         summary = exp.run(args.out, cfg, progress=not args.no_progress, executor=ex)
     print(
@@ -259,6 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     mn.add_argument("--n-way", type=int, help="classes per episode")
     mn.add_argument("--k-shot", type=int, help="support samples per class")
     mn.add_argument("--q-query", type=int, help="query samples per class")
+    mn.add_argument(
+        "--model",
+        choices=("mlp", "cnn"),
+        help="mlp: [40, 64, 64, n_way] (default); cnn: the MNIST-1D convolutional network",
+    )
+    mn.add_argument("--channels", type=int, help="the CNN's channels (default 64)")
     mn.set_defaults(func=_mnist1d)
 
     sm = sub.add_parser(

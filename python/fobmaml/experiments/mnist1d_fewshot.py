@@ -4,7 +4,13 @@ Episodes come from :func:`fobmaml.datasets.mnist1d_fewshot`: meta-training draws
 from MNIST-1D's training split and evaluation from its test split (disjoint
 samples). Each estimator gets the same budget and is evaluated on the same 100
 held-out episodes by the query accuracy after adaptation. The network is
-[40, 64, 64, 5] (tanh) with the cross-entropy loss.
+[40, 64, 64, 5] (tanh) with the cross-entropy loss, or (``model="cnn"``) the MNIST-1D
+convolutional network
+
+    Conv1d(1, C, 5, stride=2, padding=1), ReLU, Conv1d(C, C, 3, stride=2, padding=1), ReLU,
+    MaxPool1d(2), Flatten, Linear(5 C, n_way)
+
+on inputs of one channel of length 40, with C = ``channels``.
 
 The inner loop is deliberately conservative (K = 20 steps of size 0.1 on the
 lambda = 2 proximal problem). Meta-training sharpens the support losses; with a
@@ -17,12 +23,12 @@ differentiates the K steps actually taken, keeps improving.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from .. import datasets, mlp
+from .. import datasets, mlp, nn
 from ..evaluation import evaluate
 from ..inner import InnerLoop
 from . import _metatrain as mt
@@ -42,8 +48,10 @@ class MNIST1DConfig:
     eval_q_query: int = 15  # ... and on the held-out episodes
     meta_batch: int = 16
     eval_tasks: int = 100
-    hidden: tuple[int, ...] = (64, 64)
-    activation: str = "tanh"
+    model: str = "mlp"  # "mlp" or "cnn"
+    hidden: tuple[int, ...] = (64, 64)  # the MLP's hidden widths
+    channels: int = 64  # the CNN's channels
+    activation: str | None = None  # default: tanh for the MLP, relu for the CNN
     steps: int = 20
     inner_lr: float = 0.1
     lam: float = 2.0
@@ -66,9 +74,38 @@ class MNIST1DConfig:
             quick=True,
         )
 
+    @classmethod
+    def quick_cnn_config(cls) -> MNIST1DConfig:
+        return replace(cls.quick_config(), model="cnn", channels=8)
+
     @property
     def layers(self) -> list[int]:
         return [40, *self.hidden, self.n_way]
+
+    @property
+    def act(self) -> str:
+        """The activation in use: the configured one, or the model's default."""
+        if self.activation is not None:
+            return self.activation
+        return "relu" if self.model == "cnn" else "tanh"
+
+    def net(self) -> nn.Sequential:
+        """The network of ``model``."""
+        if self.model == "mlp":
+            return mlp.network(self.layers, self.act)
+        if self.model != "cnn":
+            raise ValueError(f"`model` must be one of 'mlp', 'cnn' (got {self.model!r})")
+        act = {"relu": nn.ReLU, "tanh": nn.Tanh}[self.act]
+        C = self.channels
+        return nn.Sequential(
+            nn.Conv1d(1, C, kernel_size=5, stride=2, padding=1),
+            act(),
+            nn.Conv1d(C, C, kernel_size=3, stride=2, padding=1),
+            act(),
+            nn.MaxPool1d(2),
+            nn.Flatten(),
+            nn.Linear(C * 5, self.n_way),
+        )
 
     def inner(self) -> InnerLoop:
         return InnerLoop(steps=self.steps, lr=self.inner_lr, lam=self.lam, momentum=self.momentum)
@@ -88,15 +125,16 @@ def run(
     out = out_dir(out)
     t0 = time.perf_counter()
     inner = cfg.inner()
-    common = dict(layers=cfg.layers, activation=cfg.activation, num_samples=cfg.num_samples)
+    net = cfg.net()
+    common = dict(net=net, num_samples=cfg.num_samples)
     train = datasets.mnist1d_fewshot(
         cfg.n_way, cfg.k_shot, cfg.q_query, "train", meta_batch=cfg.meta_batch, **common
     )
     test = datasets.mnist1d_fewshot(
-        cfg.n_way, cfg.k_shot, cfg.q_query, "test", meta_batch=cfg.eval_tasks, **common
+        cfg.n_way, cfg.k_shot, cfg.eval_q_query, "test", meta_batch=cfg.eval_tasks, **common
     )
     eval_tasks = test(np.random.default_rng(cfg.seed + 1))
-    x0 = mlp.init_params(cfg.layers, seed=cfg.seed)
+    x0 = net.init_params(seed=cfg.seed)
     base = evaluate(x0, eval_tasks, inner)
     runs = mt.compare(
         names,
@@ -123,7 +161,8 @@ def run(
         "held-out query accuracy after adaptation",
         True,
         base.accuracy,
-        f"MNIST-1D {cfg.n_way}-way {cfg.k_shot}-shot, K={cfg.steps}, outer {cfg.optimizer}",
+        f"MNIST-1D {cfg.n_way}-way {cfg.k_shot}-shot, {_describe(cfg)}, K={cfg.steps}, "
+        f"outer {cfg.optimizer}",
     )
     results = {
         name: {
@@ -135,7 +174,13 @@ def run(
         for name, r in runs.items()
     }
     summary = {
-        "settings": {**asdict(cfg), "layers": cfg.layers},
+        "settings": {
+            **asdict(cfg),
+            "activation": cfg.act,
+            **({"layers": cfg.layers} if cfg.model == "mlp" else {}),
+            "net": net.get_config(),
+            "num_params": net.num_params,
+        },
         "estimators": {n: mt.ESTIMATORS[n](inner, cfg.delta).get_params() for n in names},
         "no_meta_training": {
             "accuracy_after_adaptation": base.accuracy,
@@ -149,3 +194,9 @@ def run(
     np.savez(out / "params.npz", x0=x0, **{name: r.x for name, r in runs.items()})
     write_json(out / "settings.json", summary)
     return summary
+
+
+def _describe(cfg: MNIST1DConfig) -> str:
+    if cfg.model == "cnn":
+        return f"CNN {cfg.channels} channels ({cfg.act})"
+    return f"MLP {cfg.layers} ({cfg.act})"
