@@ -57,7 +57,13 @@ def test_every_module_is_searched():
     # Guards the walk itself: the package's main modules are among those collected.
     for name in ("fobmaml.estimators", "fobmaml.optim", "fobmaml.train", "fobmaml.datasets"):
         assert name in MODULES
-    total = sum(len(t.examples) for name in MODULES for t in _examples(_import(name)))
+    total = 0
+    for name in MODULES:
+        try:
+            module = _import(name)
+        except pytest.skip.Exception:  # an optional dependency is missing: count the others
+            continue
+        total += sum(len(t.examples) for t in _examples(module))
     assert total >= 90, total
 
 

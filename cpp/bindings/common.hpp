@@ -81,6 +81,30 @@ py::tuple estimate(const Handle& h, const Array& x, const EstimatorConfig& cfg, 
   return py::make_tuple(G, g, want_loss ? py::object(losses) : py::none(), status_arrays(st));
 }
 
+// The batch estimate from per-task rows computed elsewhere (other processes or machines):
+// finish_batch on them, exactly as estimate() reduces its own rows. G (m, n) and losses (m,)
+// are modified in place (rows and losses of failed tasks become NaN); code holds the status
+// codes (m,). Returns the mean over the successful tasks (n,).
+inline Array finish(Array G, std::optional<Array> losses, const py::array_t<int, py::array::c_style>& code) {
+  if (G.ndim() != 2) throw py::value_error("`G` must have shape (m, n) (got " + shape_str(G) + ")");
+  const py::ssize_t m = G.shape(0), n = G.shape(1);
+  if (!G.writeable()) throw py::value_error("`G` must be writeable (it is finished in place)");
+  require_shape(code, "code", {m});
+  if (losses) {
+    require_shape(*losses, "losses", {m});
+    if (!losses->writeable()) throw py::value_error("`losses` must be writeable (finished in place)");
+  }
+  std::vector<Status> st(static_cast<std::size_t>(m));
+  for (py::ssize_t i = 0; i < m; ++i) st[static_cast<std::size_t>(i)].code = static_cast<Code>(code.at(i));
+  Array g({n});
+  {
+    py::gil_scoped_release release;
+    finish_batch(G.mutable_data(), losses ? losses->mutable_data() : nullptr, st.data(), m, n,
+                 g.mutable_data());
+  }
+  return g;
+}
+
 // (phi_K (m, n) or None, f_i(phi_K) (m,), query accuracy (m,), status arrays); NaN for failed tasks.
 template <class Handle>
 py::tuple adapt(const Handle& h, const Array& x, const InnerConfig& inner, bool want_phi) {

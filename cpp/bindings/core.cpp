@@ -83,6 +83,11 @@ PYBIND11_MODULE(FOBMAML_MODULE, m) {
   bindings::bind_quadratic(m);
   bindings::bind_net(m);
 
+  m.def("finish_batch", &bindings::finish, py::arg("G").noconvert(), py::arg("losses").noconvert(),
+        py::arg("code"),
+        "The mean over the successful tasks of the rows of G (m, n), summed in task order, as estimate() "
+        "reduces its own rows (finish_batch); the rows and losses of failed tasks (code != ok) become NaN "
+        "in place.");
   m.def("max_threads", &max_threads);
   m.def("set_num_threads", &fobmaml::set_num_threads, py::arg("k"),
         "Threads used by the kernels: k > 0 exactly (at most one per task), 0 automatic. Returns the "

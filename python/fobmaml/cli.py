@@ -3,11 +3,75 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from .experiments._io import with_overrides
+
+
+def _dask_spec(value: str) -> str:
+    """``--dask``: ``local:N`` (N >= 1) or a scheduler address such as ``tcp://host:8786``."""
+    if value.startswith("local:"):
+        count = value[len("local:") :]
+        if not (count.isdigit() and int(count) >= 1):
+            raise argparse.ArgumentTypeError(
+                f"expected local:N with N >= 1 workers (got {value!r})"
+            )
+        return value
+    if value.startswith(("tcp://", "tls://")) and len(value) > len("tcp://"):
+        return value
+    raise argparse.ArgumentTypeError(
+        f"expected local:N (a local cluster of N workers) or a scheduler address such as "
+        f"tcp://host:8786 (got {value!r})"
+    )
+
+
+def _dask_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dask",
+        type=_dask_spec,
+        metavar="local:N|tcp://HOST:PORT",
+        help="compute on a Dask cluster (bit-identical results): local:N starts a local cluster "
+        "of N worker processes, tcp://HOST:PORT attaches to a running scheduler; needs "
+        'pip install "fobmaml[dask]"',
+    )
+
+
+@contextlib.contextmanager
+def _executor(spec: str | None) -> Iterator:
+    """The DaskExecutor that ``--dask`` asks for (None without it), closed afterwards."""
+    if spec is None:
+        yield None
+        return
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError as exc:
+        raise ImportError(
+            f'--dask needs Dask distributed: pip install "fobmaml[dask]" ({exc})'
+        ) from exc
+    from .distributed import DaskExecutor
+
+    with contextlib.ExitStack() as stack:
+        if spec.startswith("local:"):
+            workers = int(spec[len("local:") :])
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=threads,
+                    processes=True,
+                    dashboard_address=None,
+                )
+            )
+            client = stack.enter_context(Client(cluster))
+        else:
+            client = stack.enter_context(Client(spec, timeout=30))
+        ex = DaskExecutor(client)
+        stack.callback(ex.close)
+        yield ex
 
 
 def _figure1(args: argparse.Namespace) -> int:
@@ -25,7 +89,8 @@ def _figure1(args: argparse.Namespace) -> int:
         iterations=args.iterations,
         seed=args.seed,
     )
-    summary = figure1.run(args.out, cfg, progress=not args.no_progress)
+    with _executor(args.dask) as ex:
+        summary = figure1.run(args.out, cfg, progress=not args.no_progress, executor=ex)
     print(
         f"wrote {args.out}/figure1.png, figure1_left.csv, figure1_right.csv, "
         f"figure1_lr_tuning.csv, settings.json in {summary['seconds']['total']:.1f} s"
@@ -67,6 +132,7 @@ def _metatrain_args(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--activation", help="relu or tanh")
     p.add_argument("--seed", type=int, help="seed of the task stream and the initialization")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _dask_arg(p)
 
 
 def _common_overrides(args: argparse.Namespace) -> dict:
@@ -91,7 +157,8 @@ def _sinusoid(args: argparse.Namespace) -> int:
 
     cfg = sinusoid.SinusoidConfig.quick_config() if args.quick else sinusoid.SinusoidConfig()
     cfg = with_overrides(cfg, **_common_overrides(args))
-    summary = sinusoid.run(args.out, cfg, progress=not args.no_progress)
+    with _executor(args.dask) as ex:
+        summary = sinusoid.run(args.out, cfg, progress=not args.no_progress, executor=ex)
     print(
         f"wrote {args.out}/sinusoid_curves.png, sinusoid_fits.png, sinusoid_curves.csv, "
         f"settings.json in {summary['seconds']:.1f} s"
@@ -127,7 +194,8 @@ def _mnist1d(args: argparse.Namespace) -> int:
         **_common_overrides(args),
     )
     cfg.net()  # checks the model and its sizes before any work
-    summary = exp.run(args.out, cfg, progress=not args.no_progress)
+    with _executor(args.dask) as ex:
+        summary = exp.run(args.out, cfg, progress=not args.no_progress, executor=ex)
     print(
         f"wrote {args.out}/mnist1d_curves.png, mnist1d_curves.csv, settings.json "
         f"in {summary['seconds']:.1f} s"
@@ -327,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     f1.add_argument("--iterations", type=int, help="outer iterations (right panel)")
     f1.add_argument("--seed", type=int, help="seed of the task draw")
     f1.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _dask_arg(f1)
     f1.set_defaults(func=_figure1)
 
     sn = sub.add_parser("sinusoid", help="few-shot sinusoid regression, every estimator")
@@ -474,7 +543,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FloatingPointError, RuntimeError) as exc:
+    except (ValueError, TypeError, FloatingPointError, RuntimeError, ImportError, OSError) as exc:
         print(f"fobmaml {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

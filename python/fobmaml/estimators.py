@@ -141,6 +141,11 @@ class Estimator:
         """Bytes of workspace one call on `tasks` allocates (all threads), predicted."""
         return int(_core.workspace_bytes(check.task_batch(tasks)._handle, self._kernel_config()))
 
+    def __reduce__(self):
+        # Pickled as its constructor arguments (validated again); the kernel configuration,
+        # a compiled object, is rebuilt on first use.
+        return (type(self), tuple(getattr(self, f.name) for f in dataclasses.fields(self)))
+
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self._extra_params().items())
         return f"{type(self).__name__}({self.inner!r}{extra})"

@@ -490,6 +490,11 @@ class Sequential:
         return tuple("L" if d is None else d for d in shape)
 
     # -- interoperability ---------------------------------------------------------------------
+    def __reduce__(self):
+        # Pickled as its layers (which only store their arguments); the kernel's layer specs
+        # are rebuilt, as by the constructor.
+        return (type(self), self.layers)
+
     def get_config(self) -> list[dict]:
         """The layers' constructor arguments, JSON-serialisable (see :meth:`from_config`)."""
         return [layer.get_config() for layer in self.layers]

@@ -166,6 +166,12 @@ class QuadraticTasks(TaskBatch):
         self.B, self.c = (B, c) if self.separate_query else (A, b)
         self._handle = _core.QuadraticTasks(A, b, B, c)
 
+    def __reduce__(self):
+        # Pickled as its arrays; the kernel's view of them is rebuilt on unpickling.
+        if self.separate_query:
+            return (type(self), (self.A, self.b, self.B, self.c))
+        return (type(self), (self.A, self.b))
+
     def __getitem__(self, index) -> QuadraticTasks:
         idx = self._select(index)
         if self.separate_query:
@@ -291,6 +297,12 @@ class NetTasks(TaskBatch):
         q = (self.X_query[idx], self.Y_query[idx]) if self.separate_query else (None, None)
         return (self.X_support[idx], self.Y_support[idx], *q)
 
+    def __reduce__(self):
+        # Pickled as its arrays and network; the kernel's view of them is rebuilt on unpickling.
+        # Without a separate query set, the support arrays are pickled once.
+        q = (self.X_query, self.Y_query) if self.separate_query else (None, None)
+        return (NetTasks, (self.X_support, self.Y_support, *q, self.net, self.loss))
+
     def __getitem__(self, index) -> NetTasks:
         return NetTasks(*self._subset(self._select(index)), net=self.net, loss=self.loss)
 
@@ -373,6 +385,11 @@ class MLPTasks(NetTasks):
             loss=loss,
         )
 
+    def __reduce__(self):
+        q = (self.X_query, self.Y_query) if self.separate_query else (None, None)
+        args = (self.X_support, self.Y_support, *q, self.layers, self.activation, self.loss)
+        return (_mlp_tasks, args)
+
     def __getitem__(self, index) -> MLPTasks:
         return MLPTasks(
             *self._subset(self._select(index)),
@@ -387,3 +404,10 @@ class MLPTasks(NetTasks):
             f"MLPTasks(m={self.num_tasks}, layers={self.layers}, activation={self.activation!r}, "
             f"loss={self.loss!r}, k_support={k_s}, k_query={k_q})"
         )
+
+
+def _mlp_tasks(X_support, Y_support, X_query, Y_query, layers, activation, loss) -> MLPTasks:
+    """An MLPTasks from positional arguments (its layout arguments are keyword-only)."""
+    return MLPTasks(
+        X_support, Y_support, X_query, Y_query, layers=layers, activation=activation, loss=loss
+    )

@@ -37,6 +37,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import _validation as check
+from ._executor import Executor
 from ._numerics import all_finite, norm, tree_finite
 from ._sources import FixedSource, Source, check_batch, task_source
 from ._version import __version__
@@ -248,7 +249,12 @@ class _Trainer:
         checkpoint: str | None,
         checkpoint_every: int | None,
         config: dict | None,
+        executor: Executor,
     ) -> None:
+        # The executor computes every record (in this process, or on a cluster); it may
+        # replace the source by one that draws its batches where it computes them.
+        self.executor = executor
+        source = executor._source(source)
         self.x0, self.source, self.estimator, self.optimizer = x0, source, estimator, optimizer
         self.iterations, self.reference, self.eval_batch = iterations, reference, eval_batch
         self.callback, self.skip = callback, skip
@@ -355,9 +361,9 @@ class _Trainer:
         failures other than divergence still raise.
         """
         if not self.skip:
-            loss, grad = self.estimator.value_and_gradient(x, batch)
+            loss, grad = self.executor.value_and_gradient(self.estimator, x, batch)
             return float(loss), grad, 0
-        est = self.estimator.estimate(x, batch, losses=True, errors="return")
+        est = self.executor.estimate(self.estimator, x, batch, losses=True, errors="return")
         st = est.status
         ok = st.ok
         other = ~ok & ~st.diverged
@@ -390,7 +396,7 @@ class _Trainer:
 
     def _reference_record(self, x: np.ndarray, batch: TaskBatch) -> dict:
         batch = batch if self.eval_batch is None else self.eval_batch
-        loss, grad = self.reference.value_and_gradient(x, batch)
+        loss, grad = self.executor.value_and_gradient(self.reference, x, batch)
         return {"exact_loss": float(loss), "exact_grad_norm": norm(grad)}
 
     # -- the result and the checkpoint ----------------------------------------------------
@@ -500,6 +506,7 @@ def meta_train(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
+    executor: Executor | None = None,
 ) -> TrainResult:
     r"""Meta-train ``x`` with an estimator and an outer optimizer.
 
@@ -604,6 +611,17 @@ def meta_train(
         computed after resuming. A checkpoint of a finished run is returned as it is,
         without computing anything. If False (default), an existing file is overwritten
         at the first save.
+    executor : fobmaml.distributed.DaskExecutor, optional
+        Where the records are computed: by default in this process; with a
+        :class:`fobmaml.distributed.DaskExecutor`, each batch (and the reference's) in
+        shards on the workers of a Dask cluster. Everything else is unchanged (the
+        checkpoints, resuming, Ctrl-C, ``on_divergence``, the progress bar, the callback
+        and the history), and so are the results, bit for bit, on the same fobmaml build
+        (``docs/distributed.md``). A checkpoint written with one executor resumes with
+        another or in-process. With a sampler, the workers draw the batches (from the
+        generator state the client sends) and keep their shards; the sampler must then be
+        picklable (by cloudpickle). A lost Dask scheduler or connection raises
+        :class:`fobmaml.distributed.ClusterError` with the partial result.
 
     Returns
     -------
@@ -683,6 +701,13 @@ def meta_train(
     skip = check.choice(on_divergence, "on_divergence", ("raise", "skip")) == "skip"
     check.choice(on_interrupt, "on_interrupt", ("raise", "return"))
     path, every, resume = _check_checkpointing(checkpoint, checkpoint_every, resume)
+    if executor is None:
+        executor = Executor()
+    elif not isinstance(executor, Executor):
+        raise TypeError(
+            "`executor` must be a fobmaml.distributed.DaskExecutor, or None to compute in "
+            f"this process (got {type(executor).__name__})"
+        )
 
     config = None
     if path is not None:
@@ -710,7 +735,24 @@ def meta_train(
         checkpoint=path,
         checkpoint_every=every,
         config=config,
+        executor=executor,
     )
+    try:
+        return _run(trainer, resume, iterations, progress, desc, path, on_interrupt)
+    finally:
+        executor._end_run(trainer.source)
+
+
+def _run(
+    trainer: _Trainer,
+    resume: bool,
+    iterations: int,
+    progress: bool,
+    desc: str | None,
+    path: str | None,
+    on_interrupt: str,
+) -> TrainResult:
+    """Run the trainer: init (or resume), step to the end, checkpoint; see meta_train."""
     trainer.init(resume)
     if trainer.finished:  # a checkpoint of a finished run
         return trainer.result(interrupted=False)

@@ -102,8 +102,13 @@ def compare(
     eval_every: int,
     seed: int,
     progress: bool,
+    executor=None,
 ) -> dict[str, Run]:
-    """Meta-train each named estimator under the same budget; evaluate on `eval_tasks`."""
+    """Meta-train each named estimator under the same budget; evaluate on `eval_tasks`.
+
+    With an ``executor`` (a :class:`fobmaml.distributed.DaskExecutor`) the meta-training
+    runs on its cluster, with the same results.
+    """
     runs = {}
     for name in names:
         est = ESTIMATORS[name](inner, delta)
@@ -126,6 +131,7 @@ def compare(
             callback=track,
             progress=progress,
             desc=LABELS[name],
+            executor=executor,
         )
         runs[name] = Run(
             name=name,

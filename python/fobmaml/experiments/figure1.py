@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import datasets
+from .._executor import Executor
 from ..estimators import FOBMAML, FOMAML, HFMAML, IMAML, MAML, Estimator, Exact, Reptile
 from ..inner import InnerLoop
 from ..optim import GD
@@ -149,31 +150,41 @@ def make_tasks(cfg: Figure1Config) -> QuadraticTasks:
     return datasets.quadratic_tasks(cfg.m, cfg.n, kappa=cfg.kappa, L=cfg.L, seed=cfg.seed)
 
 
-def exact_quadratic_optimum(tasks: QuadraticTasks, exact: Exact) -> tuple[np.ndarray, float, float]:
+def exact_quadratic_optimum(
+    tasks: QuadraticTasks, exact: Exact, executor: Executor | None = None
+) -> tuple[np.ndarray, float, float]:
     """Minimiser x*, minimum F* and smoothness L_F of the exact meta-objective.
 
     For quadratic tasks phi*_i(x) is affine in x, so F is a quadratic: its Hessian has
     the columns grad F(e_j) - grad F(0), and x* solves grad F(x*) = 0.
     """
     n = tasks.dim
-    g0 = exact.meta_gradient(np.zeros(n), tasks)
-    H = np.column_stack([exact.meta_gradient(e, tasks) - g0 for e in np.eye(n)])
+    ex = executor or Executor()
+    g0 = ex.meta_gradient(exact, np.zeros(n), tasks)
+    H = np.column_stack([ex.meta_gradient(exact, e, tasks) - g0 for e in np.eye(n)])
     H = 0.5 * (H + H.T)
     x_star = np.linalg.solve(H, -g0)
     return x_star, exact.meta_loss(x_star, tasks), float(np.linalg.eigvalsh(H)[-1])
 
 
-def left_panel(cfg: Figure1Config, tasks: QuadraticTasks, ms: list[Method], progress: bool):
+def left_panel(
+    cfg: Figure1Config,
+    tasks: QuadraticTasks,
+    ms: list[Method],
+    progress: bool,
+    executor: Executor | None = None,
+):
     from tqdm.auto import tqdm
 
+    ex = executor or Executor()
     x0 = np.zeros(cfg.n)
-    ref = Exact(InnerLoop(lam=cfg.lam)).meta_gradient(x0, tasks)
+    ref = ex.meta_gradient(Exact(InnerLoop(lam=cfg.lam)), x0, tasks)
     ref_norm = np.linalg.norm(ref)
     errors = np.empty((len(cfg.steps_left), len(ms)))
     bar = tqdm(total=errors.size, desc="figure 1, left: error vs K", disable=not progress)
     for j, meth in enumerate(ms):
         for r, K in enumerate(cfg.steps_left):
-            g = meth.make(K).meta_gradient(x0, tasks)
+            g = ex.meta_gradient(meth.make(K), x0, tasks)
             errors[r, j] = np.linalg.norm(g - ref) / ref_norm
             bar.update()
     bar.close()
@@ -193,7 +204,7 @@ def _score(history: dict, F_star: float) -> tuple[float, float]:
     return float(np.mean(np.log10(np.maximum(gap, 1e-16)))), float(gap[-1])
 
 
-def right_panel(cfg, tasks, ms, exact, F_star, L_F, progress):
+def right_panel(cfg, tasks, ms, exact, F_star, L_F, progress, executor=None):
     from tqdm.auto import tqdm
 
     x0 = np.zeros(cfg.n)
@@ -209,7 +220,14 @@ def right_panel(cfg, tasks, ms, exact, F_star, L_F, progress):
         for lr in grid:
             try:
                 res = meta_train(
-                    x0, tasks, est, GD(lr), cfg.iterations, reference=exact, progress=False
+                    x0,
+                    tasks,
+                    est,
+                    GD(lr),
+                    cfg.iterations,
+                    reference=exact,
+                    progress=False,
+                    executor=executor,
                 )
                 score, final = _score(res.history, F_star)
             except FloatingPointError:  # the outer loop diverged far enough to overflow
@@ -266,19 +284,28 @@ def plot(cfg, ms_left, errors, ms_right, curves, F_star, path: Path):
     return path
 
 
-def run(out: str | Path, cfg: Figure1Config | None = None, progress: bool = True) -> dict:
-    """Compute both panels and write PNG, CSV and JSON into `out`. Returns a summary."""
+def run(
+    out: str | Path,
+    cfg: Figure1Config | None = None,
+    progress: bool = True,
+    executor: Executor | None = None,
+) -> dict:
+    """Compute both panels and write PNG, CSV and JSON into `out`. Returns a summary.
+
+    ``executor``: a :class:`fobmaml.distributed.DaskExecutor` to compute the meta-gradients
+    and the meta-training on a Dask cluster (the same results), or None for this process.
+    """
     cfg = cfg or Figure1Config()
     out = out_dir(out)
     t0 = time.perf_counter()
     tasks = make_tasks(cfg)
     exact = Exact(InnerLoop(lam=cfg.lam))
-    x_star, F_star, L_F = exact_quadratic_optimum(tasks, exact)
+    x_star, F_star, L_F = exact_quadratic_optimum(tasks, exact, executor)
 
     ms = methods(cfg)
-    errors = left_panel(cfg, tasks, ms, progress)
+    errors = left_panel(cfg, tasks, ms, progress, executor)
     t_left = time.perf_counter() - t0
-    ms_right, tuning, curves = right_panel(cfg, tasks, ms, exact, F_star, L_F, progress)
+    ms_right, tuning, curves = right_panel(cfg, tasks, ms, exact, F_star, L_F, progress, executor)
     t_total = time.perf_counter() - t0
 
     write_csv(

@@ -118,8 +118,14 @@ class MNIST1DConfig:
         return InnerLoop(steps=self.steps, lr=self.inner_lr, lam=self.lam, momentum=self.momentum)
 
 
-def run(out: str | Path, cfg: MNIST1DConfig | None = None, progress: bool = True) -> dict:
-    """Meta-train every configured estimator and write CSV, PNG and settings.json to `out`."""
+def run(
+    out: str | Path, cfg: MNIST1DConfig | None = None, progress: bool = True, executor=None
+) -> dict:
+    """Meta-train every configured estimator and write CSV, PNG and settings.json to `out`.
+
+    ``executor``: a :class:`fobmaml.distributed.DaskExecutor` to meta-train on a Dask cluster
+    (the same results), or None to meta-train in this process.
+    """
     cfg = cfg or MNIST1DConfig()
     names = mt.check_names(cfg.estimators, mt.ESTIMATORS, "estimators")
     mt.check_names((cfg.optimizer,), mt.OPTIMIZERS, "optimizer")
@@ -149,6 +155,7 @@ def run(out: str | Path, cfg: MNIST1DConfig | None = None, progress: bool = True
         cfg.eval_every,
         cfg.seed,
         progress,
+        executor,
     )
     write_csv(
         out / "mnist1d_curves.csv",

@@ -117,8 +117,14 @@ def _adapted(x, task, inner):
     return adapt(x, task, inner)[0]
 
 
-def run(out: str | Path, cfg: SinusoidConfig | None = None, progress: bool = True) -> dict:
-    """Meta-train every configured estimator and write CSV, PNGs and settings.json to `out`."""
+def run(
+    out: str | Path, cfg: SinusoidConfig | None = None, progress: bool = True, executor=None
+) -> dict:
+    """Meta-train every configured estimator and write CSV, PNGs and settings.json to `out`.
+
+    ``executor``: a :class:`fobmaml.distributed.DaskExecutor` to meta-train on a Dask cluster
+    (the same results), or None to meta-train in this process.
+    """
     cfg = cfg or SinusoidConfig()
     names = mt.check_names(cfg.estimators, mt.ESTIMATORS, "estimators")
     mt.check_names((cfg.optimizer,), mt.OPTIMIZERS, "optimizer")
@@ -150,6 +156,7 @@ def run(out: str | Path, cfg: SinusoidConfig | None = None, progress: bool = Tru
         cfg.eval_every,
         cfg.seed,
         progress,
+        executor,
     )
 
     write_csv(
