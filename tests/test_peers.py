@@ -37,7 +37,9 @@ CASES = [
     for est in P.ESTIMATORS
     for prob in PROBLEMS
     for beta in (0.0, 0.5)
-    if (peer != "torch-higher" or est == "MAML") and (prob != "mnist1d" or beta == 0.0)
+    if (peer not in ("torch-higher", "fobmaml-torch-rec") or est == "MAML")
+    and (prob != "mnist1d" or beta == 0.0)
+    and ("mlp" if prob != "quadratic" else "quadratic") in peers.families(peer)
 ]
 
 
@@ -60,6 +62,7 @@ def _peer(name):
 def test_peer_matches_fobmaml(problem_cache, peer, estimator, family, beta):
     mod = _peer(peer)
     assert estimator in mod.ESTIMATORS
+    assert peers.runs(peer, mod, "quadratic" if family == "quadratic" else "mlp", estimator)
     key = (family, beta)
     if key not in problem_cache:
         problem_cache[key] = PROBLEMS[family](beta)
@@ -77,6 +80,16 @@ def test_higher_implements_only_maml():
     assert mod.ESTIMATORS == ("MAML",)
     with pytest.raises(ValueError, match="only MAML"):
         mod.build(PROBLEMS["quadratic"](0.0), "FOMAML")
+
+
+def test_fobmaml_torch_runs_only_the_mlp_problems():
+    assert peers.families("fobmaml-torch") == ("mlp",)
+    mod = _peer("fobmaml-torch")
+    assert not peers.runs("fobmaml-torch", mod, "quadratic", "MAML")
+    with pytest.raises(ValueError, match="MLP problems only"):
+        mod.build(PROBLEMS["quadratic"](0.0), "FOMAML")
+    rec = _peer("fobmaml-torch-rec")
+    assert rec.ESTIMATORS == ("MAML",)
 
 
 def test_missing_reports_uninstalled_packages():

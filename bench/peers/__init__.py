@@ -11,6 +11,9 @@ Every peer module exposes the same small interface:
 - ``to_numpy(result)``: that array as a NumPy float64 vector;
 - ``settings()``: versions and thread settings, for the report.
 
+A peer runs every problem family unless :func:`families` says otherwise (``fobmaml.torch``
+runs the MLPs only: the quadratic tasks are not a ``torch.nn.Module``).
+
 The peers are optional: :func:`load` imports one, and :func:`missing` says which of its
 packages are not installed. Run them from the ``bench`` directory (``bench/`` on
 ``sys.path``), as ``bench/compare.py`` and the tests do.
@@ -24,7 +27,16 @@ from types import ModuleType
 
 from .problems import ESTIMATORS
 
-__all__ = ["IMPLEMENTATIONS", "ESTIMATORS", "requirements", "missing", "load"]
+__all__ = [
+    "IMPLEMENTATIONS",
+    "ESTIMATORS",
+    "FAMILIES",
+    "requirements",
+    "families",
+    "missing",
+    "load",
+    "runs",
+]
 
 #: implementation name -> (module in this package, the packages it imports)
 _PEERS = {
@@ -32,7 +44,14 @@ _PEERS = {
     "torch-higher": ("torch_higher", ("torch", "higher")),
     "torch-func": ("torch_func", ("torch",)),
     "jax": ("jax_peer", ("jax", "jaxlib")),
+    "fobmaml-torch": ("fobmaml_torch", ("torch",)),
+    "fobmaml-torch-rec": ("fobmaml_torch_rec", ("torch",)),
 }
+
+#: The problem families of the benchmarks.
+FAMILIES = ("mlp", "quadratic")
+#: The peers that run only some families.
+_ONLY = {"fobmaml-torch": ("mlp",), "fobmaml-torch-rec": ("mlp",)}
 
 #: The peers, in the order of the tables.
 IMPLEMENTATIONS = tuple(_PEERS)
@@ -58,3 +77,13 @@ def _check(name: str) -> str:
     if name not in _PEERS:
         raise ValueError(f"unknown peer {name!r}; expected one of {IMPLEMENTATIONS}")
     return name
+
+
+def families(name: str) -> tuple[str, ...]:
+    """The problem families the peer `name` runs."""
+    return _ONLY.get(_check(name), FAMILIES)
+
+
+def runs(name: str, module: ModuleType, family: str, estimator: str) -> bool:
+    """Whether the peer `name` (loaded as `module`) computes `estimator` on `family`."""
+    return estimator in module.ESTIMATORS and family in families(name)

@@ -121,6 +121,11 @@ class _Task:
     def grad_f(self, p: Tensor) -> Tensor:
         return self._grad(p, self.Xq, self.Yq)
 
+    def perturbed_grad(self, s: float) -> Callable[[Tensor], Tensor]:
+        """``p -> ∇g(p) + s ∇f(p)``, as the gradient of ``g + s f`` (one backward pass)."""
+        flat, Xs, Ys, Xq, Yq = self.flat, self.Xs, self.Ys, self.Xq, self.Yq
+        return grad(lambda p: flat.loss(p, Xs, Ys) + s * flat.loss(p, Xq, Yq))
+
     def grad_and_f(self, p: Tensor) -> tuple[Tensor, Tensor]:
         return self._grad_and_value(p, self.Xq, self.Yq)
 
@@ -581,7 +586,7 @@ class FOBMAML(Estimator):
         else:
 
             def perturbed(s):
-                return lambda p: t.grad_g(p) + s * t.grad_f(p)
+                return t.perturbed_grad(s)
 
             if not sym or want_loss:
                 phi, st_phi = _inner_loop(x, t.grad_g, inner)
