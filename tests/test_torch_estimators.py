@@ -32,6 +32,11 @@ import fobmaml.torch as fmt  # noqa: E402
 TOL = 1e-9
 F64 = torch.float64
 
+# The CNN below has ReLU and max pooling, on which FO-B-MAML and HF-MAML warn that their finite
+# differences cross kinks (tested on its own at the end). Here they are compared with a
+# reference that computes the same finite differences, so the warning is expected.
+pytestmark = pytest.mark.filterwarnings("ignore::fobmaml.torch.NonSmoothWarning")
+
 
 def flat(d: dict, lead: int = 0) -> torch.Tensor:
     """A result dict as one tensor (lead leading dims kept), in named_parameters() order."""
@@ -438,3 +443,21 @@ def test_batch_statistics_and_eval_mode_normalization_work():
     fmt.MAML(inner).meta_gradient(running, (X, Y, X, Y), F.cross_entropy)
     for n, b in running.named_buffers():
         assert torch.equal(b, before[n]), n
+
+
+def test_finite_difference_estimators_warn_on_non_smooth_layers(cnn_case):
+    model, batch = cnn_case
+    inner = fm.InnerLoop(steps=1, lr=0.1, lam=1.0)
+    for est in (fmt.FOBMAML(inner), fmt.HFMAML(inner)):
+        with pytest.warns(fmt.NonSmoothWarning, match=r"`model.1` is ReLU, whose gradient jumps"):
+            est.meta_gradient(model, batch, F.cross_entropy)
+    smooth = nn.Sequential(
+        nn.Conv1d(1, 3, 5, stride=2, padding=1), nn.SiLU(), nn.AvgPool1d(2), nn.Flatten(),
+        nn.Linear(27, 4),
+    ).double()  # fmt: skip
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fmt.FOBMAML(inner).meta_gradient(smooth, batch, F.cross_entropy)
+        fmt.MAML(inner).meta_gradient(model, batch, F.cross_entropy)  # HVPs: no warning

@@ -32,6 +32,7 @@ from .estimators import (
     IMAML,
     MAML,
     Estimator,
+    NonSmoothWarning,
     Reptile,
     adapt,
     meta_loss,
@@ -40,6 +41,7 @@ from .optim import SNGDM, ClippedGD, NormalizedGD, global_norm
 
 __all__ = [
     "Estimator",
+    "NonSmoothWarning",
     "MAML",
     "FOMAML",
     "Reptile",

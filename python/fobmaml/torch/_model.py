@@ -31,6 +31,42 @@ BUFFER_FIX = (
 )
 
 
+class NonSmoothWarning(UserWarning):
+    """The model has layers whose gradient jumps (ReLU, max pooling, ...), and the estimator
+    differentiates by finite differences (FO-B-MAML, HF-MAML)."""
+
+
+# Layers whose gradient is discontinuous in the parameters: a finite difference that crosses
+# one of their kinks measures the jump, not a derivative.
+_NON_SMOOTH = tuple(
+    getattr(nn, name)
+    for name in (
+        "ReLU", "ReLU6", "LeakyReLU", "PReLU", "RReLU", "Hardtanh", "Hardshrink",
+        "Softshrink", "Threshold", "Hardsigmoid", "Hardswish",
+        "MaxPool1d", "MaxPool2d", "MaxPool3d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d",
+        "AdaptiveMaxPool3d", "FractionalMaxPool2d", "FractionalMaxPool3d", "LPPool1d", "LPPool2d",
+    )
+    if hasattr(nn, name)
+)  # fmt: skip
+
+
+def warn_if_non_smooth(model: nn.Module, estimator: str) -> None:
+    """A NonSmoothWarning naming the first non-smooth layer of `model`, if it has one."""
+    for name, module in model.named_modules():
+        if isinstance(module, _NON_SMOOTH):
+            warnings.warn(
+                f"{estimator} differentiates by finite differences, which assume a smooth loss, "
+                f"but `model.{name}` is {type(module).__name__}, whose gradient jumps: where a "
+                "perturbed inner loop crosses such a kink, the estimate measures the jump "
+                "(docs/torch.md, 'Smoothness', has measurements: the error grows as delta "
+                "shrinks). Use smooth layers (SiLU, GELU, Tanh, AvgPool), or MAML or iMAML, "
+                "whose Hessian-vector products take relu'' = 0",
+                NonSmoothWarning,
+                stacklevel=4,
+            )
+            return
+
+
 def _describe(value: object) -> str:
     return type(value).__name__
 

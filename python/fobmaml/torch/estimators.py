@@ -40,9 +40,18 @@ from torch.func import grad, grad_and_value, jvp, vjp, vmap
 
 from .. import _validation as check
 from ..inner import InnerLoop
-from ._model import BATCH_NAMES, BUFFER_FIX, FlatModel, check_tensors, hvp_mode
+from ._model import (
+    BATCH_NAMES,
+    BUFFER_FIX,
+    FlatModel,
+    NonSmoothWarning,
+    check_tensors,
+    hvp_mode,
+    warn_if_non_smooth,
+)
 
 __all__ = [
+    "NonSmoothWarning",
     "Estimator",
     "MAML",
     "FOMAML",
@@ -109,17 +118,11 @@ class _Task:
         self._grad_and_value = grad_and_value(flat.loss)
         self.hvp_mode = hvp
 
-    def g(self, p: Tensor) -> Tensor:
-        return self.flat.loss(p, self.Xs, self.Ys)
-
     def f(self, p: Tensor) -> Tensor:
         return self.flat.loss(p, self.Xq, self.Yq)
 
     def grad_g(self, p: Tensor) -> Tensor:
         return self._grad(p, self.Xs, self.Ys)
-
-    def grad_f(self, p: Tensor) -> Tensor:
-        return self._grad(p, self.Xq, self.Yq)
 
     def perturbed_grad(self, s: float) -> Callable[[Tensor], Tensor]:
         """``p -> ∇g(p) + s ∇f(p)``, as the gradient of ``g + s f`` (one backward pass)."""
@@ -176,6 +179,7 @@ class Estimator:
 
     _needs_lam = False
     _uses_hvp = False
+    _finite_differences = False
 
     def __init_subclass__(cls, **kwargs) -> None:
         # Freeze the instance once the most derived __init__ has run.
@@ -239,6 +243,8 @@ class Estimator:
     def _run(self, model, batch, loss_fn, want_loss: bool) -> _Result:
         flat = FlatModel(model, loss_fn)
         data = check_tensors(batch, BATCH_NAMES, flat, "batch")
+        if self._finite_differences:
+            warn_if_non_smooth(flat.model, self.name)
         x = flat.x
         mode = hvp_mode(grad(flat.loss), x, data[:2]) if self._uses_hvp else None
 
@@ -487,7 +493,10 @@ class IMAML(Estimator):
 class HFMAML(Estimator):
     r"""Hessian-free MAML: the MAML recursion with every HVP replaced by
     :math:`(\nabla g(\phi + \varepsilon v) - \nabla g(\phi - \varepsilon v)) / (2\varepsilon)`.
-    Keeps the K parameter vectors of the trajectory."""
+    Keeps the K parameter vectors of the trajectory. Like FOBMAML, it needs a smooth loss
+    (a NonSmoothWarning names a ReLU or max-pooling layer)."""
+
+    _finite_differences = True
 
     def __init__(
         self, inner: InnerLoop, eps: float = 1e-5, *, chunk_size: int | None = None
@@ -522,6 +531,10 @@ class FOBMAML(Estimator):
 
     No autograd graph spans inner steps, so memory does not grow with K. Needs lambda > 0.
 
+    The finite difference assumes a smooth loss. Layers whose gradient jumps (ReLU, max
+    pooling) make it measure the jumps instead: a :class:`NonSmoothWarning` names such a
+    layer. Use smooth layers (SiLU, GELU, Tanh, average pooling) with FO-B-MAML.
+
     Parameters
     ----------
     inner : fobmaml.InnerLoop
@@ -544,6 +557,7 @@ class FOBMAML(Estimator):
     """
 
     _needs_lam = True
+    _finite_differences = True
 
     def __init__(
         self,
