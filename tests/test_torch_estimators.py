@@ -120,7 +120,6 @@ def test_equals_the_core_on_mlps(mlp_case, which, beta):
     F_K, g = est.value_and_gradient(model, batch, loss_fn)
     assert rel(flat(g), want_g) <= TOL
     assert abs(float(F_K) - want_F) <= TOL * abs(want_F)
-    assert rel(flat(est.meta_gradient(model, batch, loss_fn)), want_g) <= TOL
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.5])
@@ -328,8 +327,14 @@ def cnn_case():
     return model, (Xs, Ys, Xq, Yq)
 
 
-@pytest.mark.parametrize("beta", [0.0, 0.4], ids=["gd", "momentum"])
-@pytest.mark.parametrize("which", list(REF_CASES))
+# Momentum on the CNN for the estimators that differentiate through or along the trajectory
+# (the others only read phi_K, whose momentum the MLP tests against the core cover).
+CNN_CASES = [(w, 0.0) for w in REF_CASES] + [
+    (w, 0.4) for w in ("MAML-autograd", "MAML-recursion", "HFMAML", "FOBMAML-symmetric-objective")
+]
+
+
+@pytest.mark.parametrize(("which", "beta"), CNN_CASES, ids=[f"{w}-beta{b:g}" for w, b in CNN_CASES])
 def test_equals_plain_autograd_on_a_cnn(cnn_case, which, beta):
     model, batch = cnn_case
     inner = fm.InnerLoop(steps=3, lr=0.2, lam=1.0, momentum=beta)
@@ -351,8 +356,6 @@ FLOAT32_CASES = {
     # delta, so they are compared at eps = delta = 1e-2 (the same in both precisions).
     "MAML": (fmt.MAML, 1e-4),
     "MAML-recursion": (lambda i: fmt.MAML(i, backward="recursion"), 1e-4),
-    "FOMAML": (fmt.FOMAML, 1e-4),
-    "Reptile": (fmt.Reptile, 1e-4),
     "IMAML": (lambda i: fmt.IMAML(i, cg_steps=3), 1e-4),
     "HFMAML": (lambda i: fmt.HFMAML(i, eps=1e-2), 2e-3),
     "FOBMAML": (lambda i: fmt.FOBMAML(i, delta=1e-2, scheme="symmetric"), 2e-3),
