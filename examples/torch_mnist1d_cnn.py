@@ -111,7 +111,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--out", help="directory for curve.csv, settings.json and curve.png")
     ap.add_argument("--quick", action="store_true", help="a seconds-long smoke run")
+    ap.add_argument(
+        "--plot",
+        metavar="DIR",
+        help="only draw DIR/curves.png from the curve.csv of DIR's subfolders (earlier runs)",
+    )
     args = ap.parse_args(argv)
+    if args.plot:
+        plot_runs(Path(args.plot))
+        return {}
     num_samples = 5000
     if args.quick:
         args.iterations, args.channels, args.steps = 4, 4, 2
@@ -200,6 +208,33 @@ def write(result: dict, out: Path) -> None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.savefig(out / "curve.png", dpi=140)
+
+
+def plot_runs(folder: Path) -> None:
+    """Test accuracy against iteration of every run under `folder` (one curve.csv each)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.0, 3.8), layout="constrained")
+    ax = fig.subplots()
+    for run in sorted(p.parent for p in folder.glob("*/curve.csv")):
+        with open(run / "curve.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        s = json.loads((run / "settings.json").read_text())
+        label = f"{s['estimator']} ({s['activation']}, {s['pool']}-pool, K = {s['steps']})"
+        ax.plot(
+            [int(r["iteration"]) for r in rows],
+            [float(r["test_accuracy"]) for r in rows],
+            "o-",
+            ms=3,
+            label=label,
+        )
+    ax.axhline(1 / N_WAY, color="k", lw=0.8, ls=":", label="chance")
+    ax.set_xlabel("outer iteration (SNGDM, lr 0.05)")
+    ax.set_ylabel("test accuracy after adaptation")
+    ax.set_title("MNIST-1D 5-way 5-shot, 1-D CNN (4,101 parameters), 100 test episodes", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.savefig(folder / "curves.png", dpi=140)
 
 
 if __name__ == "__main__":
