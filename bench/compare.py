@@ -278,7 +278,7 @@ def run(args: argparse.Namespace, loaded: dict) -> list[dict]:
             line = [f"  {est:<20} fobmaml {_ms(ref_time)}"]
             for name, mod in loaded.items():
                 row = {**base, "estimator": est, "implementation": name}
-                if est not in mod.ESTIMATORS:
+                if not peers.runs(name, mod, problem.family, est):
                     continue
                 try:
                     out, timing = time_calls(mod.build(problem, est), args)
@@ -373,7 +373,8 @@ def write_plot(rows: list[dict], implementations: list[str], path: Path) -> None
     nrows = math.ceil(len(problems) / ncols)
     fig = Figure(figsize=(6.4 * ncols, 3.3 * nrows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-    colors = dict(zip(implementations, ("#4c72b0", "#dd8452", "#55a868", "#c44e52")))
+    palette = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b2", "#937860", "#da8bc3")
+    colors = dict(zip(implementations, palette))
     width = 0.8 / max(len(implementations), 1)
     index = {(r["problem"], r["estimator"], r["implementation"]): r for r in rows}
     for ax, prob in zip(axes, problems):

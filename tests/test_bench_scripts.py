@@ -79,3 +79,35 @@ def test_compare_quick(tmp_path):
     assert all(r["status"] == "ok" for r in rows)
     for name in ("peers.png", "machine.json", "table.txt"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+def test_torch_memory_predicts_before_running(tmp_path):
+    """bench/torch_memory.py: runs measure, and a run predicted past the limit is skipped."""
+    import extras
+
+    extras.require("torch")
+    import torch_memory
+
+    rows = [
+        {"estimator": "MAML(autograd)", "C": 16, "K": 1, "extra_kib": 100.0},
+        {"estimator": "MAML(autograd)", "C": 16, "K": 5, "extra_kib": 500.0},
+        {"estimator": "MAML(autograd)", "C": 64, "K": 1, "extra_kib": 400.0},
+        {"estimator": "MAML(autograd)", "C": 32, "K": 1, "extra_kib": 200.0},
+    ]
+    # Linear in K at the same C; a power law in C (here exponent 1) for a new C.
+    assert torch_memory.predict(rows, "MAML(autograd)", 16, 10) == pytest.approx(1000.0)
+    assert torch_memory.predict(rows, "MAML(autograd)", 128, 1) == pytest.approx(800.0)
+    assert torch_memory.predict(rows, "MAML(recursion)", 16, 1) is None
+
+    args = ["--quick", "--ks", "1", "2", "--channels", "4", "--limit-gib", "1e-6"]
+    name = "FOBMAML(symmetric)"
+    assert torch_memory.main([*args, "--estimators", name, "--out", str(tmp_path)]) == 0
+    first, second = _rows(tmp_path / "torch_memory.csv")
+    assert (first["estimator"], first["K"], second["K"]) == (name, "1", "2")
+    assert first["status"] == "ok" and float(first["extra_kib"]) >= 0
+    assert float(first["loss"]) > 0
+    # The second run is predicted (from the first) to pass the 1e-6 GiB limit: not made.
+    assert second["status"].startswith("out of memory (predicted")
+    assert second["extra_kib"] == ""
+    assert (tmp_path / "torch_memory.png").stat().st_size > 0
+    assert torch_memory.main(["--out", str(tmp_path), "--replot"]) == 0

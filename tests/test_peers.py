@@ -66,13 +66,21 @@ PROBLEMS = {
 }
 ONE_BETA = ("mnist1d", "other-net")  # without momentum only
 NETS = ("cnn", "other-net")  # slow: JAX compiles a convolutional network for each case
+
+
+def _family(prob):
+    return "net" if prob in NETS else "quadratic" if prob == "quadratic" else "mlp"
+
+
 CASES = [
     (peer, est, prob, beta)
     for peer in peers.IMPLEMENTATIONS
     for est in P.ESTIMATORS
     for prob in PROBLEMS
     for beta in (0.0, 0.5)
-    if (peer != "torch-higher" or est == "MAML") and (prob not in ONE_BETA or beta == 0.0)
+    if (peer not in ("torch-higher", "fobmaml-torch-rec") or est == "MAML")
+    and (prob not in ONE_BETA or beta == 0.0)
+    and _family(prob) in peers.families(peer)
 ]
 
 
@@ -95,6 +103,7 @@ def _peer(name):
 def test_peer_matches_fobmaml(problem_cache, peer, estimator, family, beta):
     mod = _peer(peer)
     assert estimator in mod.ESTIMATORS
+    assert peers.runs(peer, mod, _family(family), estimator)
     key = (family, beta)
     if key not in problem_cache:
         problem_cache[key] = PROBLEMS[family](beta)
@@ -112,6 +121,16 @@ def test_higher_implements_only_maml():
     assert mod.ESTIMATORS == ("MAML",)
     with pytest.raises(ValueError, match="only MAML"):
         mod.build(PROBLEMS["quadratic"](0.0), "FOMAML")
+
+
+def test_fobmaml_torch_runs_only_the_network_problems():
+    assert peers.families("fobmaml-torch") == ("mlp", "net")
+    mod = _peer("fobmaml-torch")
+    assert not peers.runs("fobmaml-torch", mod, "quadratic", "MAML")
+    with pytest.raises(ValueError, match="network problems only"):
+        mod.build(PROBLEMS["quadratic"](0.0), "FOMAML")
+    rec = _peer("fobmaml-torch-rec")
+    assert rec.ESTIMATORS == ("MAML",)
 
 
 def test_missing_reports_uninstalled_packages():

@@ -17,6 +17,8 @@ Every peer module exposes the same small interface:
 Every peer runs every problem family: the quadratics, the MLPs, and any
 :class:`fobmaml.nn.Sequential` network (the ``"net"`` family), which each peer builds as a
 function of the flat parameter vector from ``net.get_config()``.
+The ``fobmaml.torch`` peers run the networks only: the quadratic tasks are not a
+``torch.nn.Module`` (:func:`families`).
 
 The peers are optional: :func:`load` imports one, and :func:`missing` says which of its
 packages are not installed. ``bench/compare.py``, ``fobmaml memory`` and the tests use
@@ -24,7 +26,7 @@ them.
 
 >>> from fobmaml import peers
 >>> peers.IMPLEMENTATIONS
-('torch-eager', 'torch-higher', 'torch-func', 'jax')
+('torch-eager', 'torch-higher', 'torch-func', 'jax', 'fobmaml-torch', 'fobmaml-torch-rec')
 >>> peers.requirements("jax")
 ('jax', 'jaxlib')
 """
@@ -37,7 +39,16 @@ from types import ModuleType
 
 from .problems import ESTIMATORS
 
-__all__ = ["IMPLEMENTATIONS", "ESTIMATORS", "requirements", "missing", "load"]
+__all__ = [
+    "IMPLEMENTATIONS",
+    "ESTIMATORS",
+    "FAMILIES",
+    "requirements",
+    "families",
+    "missing",
+    "load",
+    "runs",
+]
 
 #: implementation name -> (module in this package, the packages it imports)
 _PEERS = {
@@ -45,7 +56,14 @@ _PEERS = {
     "torch-higher": ("torch_higher", ("torch", "higher")),
     "torch-func": ("torch_func", ("torch",)),
     "jax": ("jax_peer", ("jax", "jaxlib")),
+    "fobmaml-torch": ("fobmaml_torch", ("torch",)),
+    "fobmaml-torch-rec": ("fobmaml_torch_rec", ("torch",)),
 }
+
+#: The problem families of the benchmarks.
+FAMILIES = ("mlp", "net", "quadratic")
+#: The peers that run only some families.
+_ONLY = {"fobmaml-torch": ("mlp", "net"), "fobmaml-torch-rec": ("mlp", "net")}
 
 #: The peers, in the order of the tables.
 IMPLEMENTATIONS = tuple(_PEERS)
@@ -71,3 +89,13 @@ def _check(name: str) -> str:
     if name not in _PEERS:
         raise ValueError(f"unknown peer {name!r}; expected one of {IMPLEMENTATIONS}")
     return name
+
+
+def families(name: str) -> tuple[str, ...]:
+    """The problem families the peer `name` runs."""
+    return _ONLY.get(_check(name), FAMILIES)
+
+
+def runs(name: str, module: ModuleType, family: str, estimator: str) -> bool:
+    """Whether the peer `name` (loaded as `module`) computes `estimator` on `family`."""
+    return estimator in module.ESTIMATORS and family in families(name)

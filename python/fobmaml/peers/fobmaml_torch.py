@@ -1,0 +1,83 @@
+"""fobmaml's own PyTorch front end (``fobmaml.torch``) on the benchmark problems.
+
+The network is an ``nn.Sequential`` in float64: ``nn.Linear`` and ``nn.Tanh``/``nn.ReLU``
+layers for an MLP problem, ``net.to_torch()`` for a ``fobmaml.nn`` network. It is loaded from
+``x0`` with ``vector_to_parameters`` (the core's flat layout, which is torch's), and
+the loss is ``F.mse_loss`` or ``F.cross_entropy``: the model and loss a user would write.
+Each call is ``est.meta_gradient(model, batch, loss_fn)`` with the ``fobmaml.torch``
+estimator of the benchmark's name; the result is concatenated in ``named_parameters()``
+order. Network problems only: the quadratic tasks are not a ``torch.nn.Module``.
+
+Two implementations share this module:
+
+- ``fobmaml-torch``: every estimator, MAML with ``backward="autograd"`` (the default);
+- ``fobmaml-torch-rec``: MAML only, with ``backward="recursion"`` (HVP reverse recursion).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import vector_to_parameters
+
+import fobmaml as fm
+import fobmaml.torch as fmt
+
+from ._torch_common import DTYPE, settings, tensors, to_numpy
+from .problems import CG_STEPS, DELTA, ESTIMATORS, Problem
+
+__all__ = ["NAME", "ESTIMATORS", "build", "to_numpy", "settings", "model_of"]
+
+NAME = "fobmaml-torch"
+
+
+def model_of(problem: Problem) -> nn.Module:
+    """The problem's network as an ``nn.Sequential`` in float64, with parameters ``x0``."""
+    if problem.family == "net":
+        model = fm.nn.Sequential.from_config(problem.config).to_torch()
+        vector_to_parameters(torch.from_numpy(problem.x0.copy()), model.parameters())
+        return model
+    layers = problem.layers
+    act = nn.Tanh if problem.activation == "tanh" else nn.ReLU
+    mods: list[nn.Module] = []
+    for j, (d_in, d_out) in enumerate(zip(layers[:-1], layers[1:])):
+        mods.append(nn.Linear(d_in, d_out, dtype=DTYPE))
+        if j < len(layers) - 2:
+            mods.append(act())
+    model = nn.Sequential(*mods)
+    vector_to_parameters(torch.from_numpy(problem.x0.copy()), model.parameters())
+    return model
+
+
+def estimator(name: str, inner: fm.InnerLoop, maml_backward: str = "autograd") -> fmt.Estimator:
+    """The ``fobmaml.torch`` estimator behind one of :data:`ESTIMATORS`."""
+    if name == "MAML":
+        return fmt.MAML(inner, backward=maml_backward)
+    if name == "FOMAML":
+        return fmt.FOMAML(inner)
+    if name == "IMAML(cg=5)":
+        return fmt.IMAML(inner, cg_steps=CG_STEPS)
+    if name == "FOBMAML(symmetric)":
+        return fmt.FOBMAML(inner, delta=DELTA, scheme="symmetric", perturbation="objective")
+    raise ValueError(f"`estimator` must be one of {ESTIMATORS} (got {name!r})")
+
+
+def build(
+    problem: Problem, name: str, maml_backward: str = "autograd"
+) -> Callable[[], torch.Tensor]:
+    if problem.family not in ("mlp", "net"):
+        raise ValueError(f"{NAME} runs network problems only (got {problem.family!r})")
+    est = estimator(name, problem.inner, maml_backward)
+    model = model_of(problem)
+    d = tensors(problem)
+    batch = (d["Xs"], d["Ys"], d["Xq"], d["Yq"])
+    loss_fn = F.cross_entropy if problem.loss == "xent" else F.mse_loss
+
+    def call() -> torch.Tensor:
+        g = est.meta_gradient(model, batch, loss_fn)
+        return torch.cat([t.reshape(-1) for t in g.values()])
+
+    return call
