@@ -82,6 +82,7 @@ PYBIND11_MODULE(FOBMAML_MODULE, m) {
 
   bindings::bind_quadratic(m);
   bindings::bind_net(m);
+  bindings::bind_bench(m);
 
   m.def("max_threads", &max_threads);
   m.def("set_num_threads", &fobmaml::set_num_threads, py::arg("k"),
