@@ -6,7 +6,10 @@ Usage::
 
 Each (problem, estimator) is timed with ``fm.num_threads(1)`` and with all threads
 (alternating call by call, best of up to 30 rounds each), and the speed-up is reported. OpenMP
-runs over the tasks of a batch, so every problem has m >= 8 tasks.
+runs over the tasks of a batch, so most problems have m >= 8 tasks. The MNIST-1D CNN is also
+timed with a single task (m = 1): there the threads run over the columns of the estimator's
+block (FO-B-MAML's psi+ and psi-), and estimators with one column (FO-MAML, MAML) cannot use a
+second thread.
 """
 
 from __future__ import annotations
@@ -47,6 +50,26 @@ def problems(quick: bool):
             mn(np.random.default_rng(0)),
             fm.mlp.init_params([40, 64, 64, 5]),
             fm.InnerLoop(steps=10, lr=0.1, lam=2.0),
+        )
+    nn = fm.nn
+    C = 16 if quick else 64
+    net = nn.Sequential(
+        nn.Conv1d(1, C, kernel_size=5, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv1d(C, C, kernel_size=3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.MaxPool1d(2),
+        nn.Flatten(),
+        nn.Linear(C * 5, 5),
+    )
+    cnn = fm.datasets.mnist1d_fewshot(5, 5, 5, "train", meta_batch=16, net=net)
+    tasks = cnn(np.random.default_rng(0))
+    for m in (16, 1):
+        yield (
+            f"mnist1d CNN {C} channels m={m} K=5",
+            tasks[:m],
+            net.init_params(seed=0),
+            fm.InnerLoop(steps=5, lr=0.1, lam=2.0),
         )
 
 

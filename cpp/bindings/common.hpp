@@ -169,5 +169,6 @@ void def_entry_points(py::module_& m) {
 
 void bind_quadratic(py::module_& m);
 void bind_net(py::module_& m);
+void bind_bench(py::module_& m);
 
 }  // namespace fobmaml::bindings

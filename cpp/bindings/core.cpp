@@ -82,6 +82,7 @@ PYBIND11_MODULE(FOBMAML_MODULE, m) {
 
   bindings::bind_quadratic(m);
   bindings::bind_net(m);
+  bindings::bind_bench(m);
 
   m.def("finish_batch", &bindings::finish, py::arg("G").noconvert(), py::arg("losses").noconvert(),
         py::arg("code"),
