@@ -19,7 +19,7 @@ CASES = [
     (impl, est)
     for est in ESTIMATORS
     for impl in ("fobmaml", *peers.IMPLEMENTATIONS)
-    if impl != "torch-higher" or est == "MAML"
+    if impl not in ("torch-higher", "fobmaml-torch-rec") or est == "MAML"
 ]
 
 
