@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -114,3 +115,47 @@ def test_the_readme_section_shows_the_current_claims_table():
         pytest.skip("the README has no Reproduction section yet")
     section = text.split("\n## Reproduction\n", 1)[1].split("\n## ", 1)[0]
     assert reproduction.claims_table(DOCS) in section
+
+
+def _mnist1d_run(folder, settings, accuracies):
+    folder.mkdir(parents=True)
+    results = {k: {"accuracy_after_adaptation": v} for k, v in accuracies.items()}
+    (folder / "settings.json").write_text(json.dumps({"settings": settings, "results": results}))
+
+
+def test_networks_table_applies_its_rules(tmp_path):
+    # Three networks: FO-B-MAML within 0.02 of MAML on two of them (0.015 below, 0.01 above),
+    # 0.2 away on the third; a memory sweep with a flat FO-B-MAML.
+    mlp = {"model": "mlp", "layers": [40, 8, 5], "activation": "tanh"}
+    cnn = {"model": "cnn", "channels": 4, "activation": "relu"}  # no "pool": an older run
+    smooth = {"model": "cnn", "channels": 4, "activation": "tanh", "pool": "avg"}
+    _mnist1d_run(tmp_path / "mnist1d", mlp, {"fobmaml": 0.5, "maml": 0.515, "fomaml": 0.4})
+    _mnist1d_run(tmp_path / "mnist1d_cnn", cnn, {"fobmaml": 0.4, "maml": 0.6})
+    _mnist1d_run(tmp_path / "mnist1d_cnn_smooth", smooth, {"fobmaml": 0.61, "maml": 0.6})
+    (tmp_path / "memory").mkdir()
+    summary = {
+        "fobmaml FOBMAML(symmetric)": {"growth_mib": 0.5, "per_step_mib": 0.0},
+        "fobmaml MAML": {"growth_mib": 117.0, "per_step_mib": 1.5},
+        "torch-func MAML": {"per_step_mib": 400.0},
+    }
+    config = {"steps": [5, 80], "steps_channels": 256, "meta_batch": 16}
+    (tmp_path / "memory" / "settings.json").write_text(
+        json.dumps({"config": config, "summary": summary})
+    )
+    runs = reproduction.mnist1d_runs(tmp_path)
+    assert [r["folder"] for r in runs] == ["mnist1d", "mnist1d_cnn", "mnist1d_cnn_smooth"]
+    assert runs[1]["network"] == "CNN 4 ch. (relu, max pooling)" and runs[1]["fomaml"] is None
+    rows = reproduction.networks_table(tmp_path).splitlines()[2:]
+    assert len(rows) == 2
+    track, memory = rows
+    assert "| partly reproduced | 2/3 (67 %) of networks" in track
+    assert "FO-B-MAML 0.400, MAML 0.600" in track
+    assert "holds on MLP [40, 8, 5] (tanh), CNN 4 ch. (tanh, avg pooling)" in track
+    assert "fails on CNN 4 ch. (relu, max pooling)" in track
+    assert "| reproduced | K = 5 → 80 at 256 channels: FO-B-MAML +0.50 MiB" in memory
+    assert "torch-func 400" in memory
+    summary["fobmaml FOBMAML(symmetric)"]["growth_mib"] = 1.0  # not below 1 MiB
+    (tmp_path / "memory" / "settings.json").write_text(
+        json.dumps({"config": config, "summary": summary})
+    )
+    assert "| not reproduced | K = 5" in reproduction.networks_table(tmp_path)

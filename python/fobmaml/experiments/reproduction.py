@@ -8,7 +8,12 @@ from one of these functions, applied to the committed CSV files:
   (``fobmaml delta``),
 - ``stability/stability_loss.csv``, ``stability/stability_ranges.csv``
   (``fobmaml stability``),
-- ``figure1/figure1_right.csv`` (``fobmaml figure1``).
+- ``figure1/figure1_right.csv`` (``fobmaml figure1``);
+
+and, for the claims about networks, when present:
+
+- ``mnist1d*/settings.json`` (``fobmaml mnist1d``, one folder per network),
+- ``memory/settings.json`` (``fobmaml memory``).
 
 ``fobmaml report --docs DIR`` prints them all as Markdown; a test checks that the
 committed page contains them verbatim, so the page cannot drift from the data.
@@ -34,6 +39,10 @@ REPRODUCED = 0.9
 NOT_REPRODUCED = 0.1
 #: "Approaches MAML": an error at most this many times MAML's.
 APPROACH_FACTOR = 10.0
+#: "Tracks MAML" on MNIST-1D: a held-out accuracy within this of MAML's (accuracy in [0, 1]).
+TRACK_TOL = 0.02
+#: "Flat memory in K": extra peak memory growing by less than this (MiB) over the K sweep.
+FLAT_MIB = 1.0
 
 
 def _read(path: Path) -> list[dict]:
@@ -540,6 +549,105 @@ def claims_table(docs: str | Path) -> str:
     return _table(["paper claim", "verdict", "numbers", "where it holds / where it fails"], rows)
 
 
+# -- networks ----------------------------------------------------------------------------------
+
+
+def _network_name(settings: dict) -> str:
+    if settings.get("model", "mlp") == "cnn":
+        pool = settings.get("pool", "max")
+        return f"CNN {settings['channels']} ch. ({settings['activation']}, {pool} pooling)"
+    return f"MLP {settings.get('layers')} ({settings['activation']})"
+
+
+def mnist1d_runs(docs: str | Path) -> list[dict]:
+    """The MNIST-1D runs under `docs` (folders ``mnist1d*`` with a ``settings.json``).
+
+    Each is ``{"folder", "network", "fobmaml", "maml", "fomaml"}``: the folder's name, the
+    network's description and the held-out accuracies after adaptation (None where an
+    estimator was not run).
+    """
+    import json
+
+    out = []
+    for path in sorted(Path(docs).glob("mnist1d*/settings.json")):
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        res = summary.get("results", {})
+        acc = {k: res[k]["accuracy_after_adaptation"] if k in res else None for k in res}
+        out.append(
+            {
+                "folder": path.parent.name,
+                "network": _network_name(summary["settings"]),
+                **{k: acc.get(k) for k in ("fobmaml", "maml", "fomaml")},
+            }
+        )
+    return out
+
+
+def networks_table(docs: str | Path) -> str:
+    """The claims about networks: FO-B-MAML tracks MAML on MNIST-1D; its memory is flat in K."""
+    import json
+
+    docs = Path(docs)
+    rows = []
+    runs = [r for r in mnist1d_runs(docs) if r["fobmaml"] is not None and r["maml"] is not None]
+    if runs:
+        holds = [abs(r["fobmaml"] - r["maml"]) <= TRACK_TOL for r in runs]
+        numbers = "; ".join(
+            f"{r['network']}: FO-B-MAML {r['fobmaml']:.3f}, MAML {r['maml']:.3f}"
+            + (f", FO-MAML {r['fomaml']:.3f}" if r["fomaml"] is not None else "")
+            for r in runs
+        )
+        held = [r["network"] for r, h in zip(runs, holds) if h]
+        failed = [r["network"] for r, h in zip(runs, holds) if not h]
+        where = "; ".join(
+            part
+            for part in (
+                "holds on " + ", ".join(held) if held else "",
+                "fails on " + ", ".join(failed) if failed else "",
+            )
+            if part
+        )
+        rows.append(
+            [
+                f"On MNIST-1D (5-way 5-shot), FO-B-MAML tracks MAML (held-out accuracy within "
+                f"{TRACK_TOL:g} of MAML's)",
+                verdict_share(sum(holds) / len(holds)),
+                f"{_pct(sum(holds), len(holds))} of networks; accuracy after adaptation: {numbers}",
+                where,
+            ]
+        )
+    mem = docs / "memory" / "settings.json"
+    if mem.is_file():
+        m = json.loads(mem.read_text(encoding="utf-8"))
+        cfg, summ = m["config"], m["summary"]
+        fob = summ.get("fobmaml FOBMAML(symmetric)", {})
+        if "growth_mib" in fob:
+            ks, c = cfg["steps"], cfg["steps_channels"]
+            maml = summ.get("fobmaml MAML", {})
+            peers = [
+                f"{name.split(' ')[0]} {summ[name]['per_step_mib']:.3g}"
+                for name in summ
+                if name.endswith(" MAML")
+                and not name.startswith("fobmaml")
+                and "per_step_mib" in summ[name]
+            ]
+            growth = fob["growth_mib"]
+            rows.append(
+                [
+                    f"FO-B-MAML's memory is flat in K on a wide CNN (extra peak memory grows by "
+                    f"< {FLAT_MIB:g} MiB), where MAML's grows with every step",
+                    "reproduced" if growth < FLAT_MIB else "not reproduced",
+                    f"K = {ks[0]} → {ks[-1]} at {c} channels: FO-B-MAML {growth:+.2f} MiB; "
+                    f"fobmaml's MAML {maml.get('growth_mib', float('nan')):+.1f} MiB "
+                    f"({maml.get('per_step_mib', float('nan')):.3g} MiB per step, its K n-double "
+                    f"trajectory); autodiff MAML, MiB per step: " + ", ".join(peers),
+                    f"the MNIST-1D CNN at {c} channels, m = {cfg['meta_batch']}, "
+                    f"K ≤ {ks[-1]}, one thread",
+                ]
+            )
+    return _table(["paper claim", "verdict", "numbers", "where it holds / where it fails"], rows)
+
+
 #: The files the tables are read from, under the `docs` folder.
 INPUTS = (
     "sweep/estimator_error.csv",
@@ -559,7 +667,7 @@ def tables(docs: str | Path) -> dict[str, str]:
     --------
     >>> from fobmaml.experiments import reproduction
     >>> sorted(reproduction.tables("docs"))  # doctest: +SKIP
-    ['claims', 'delta', 'stability', 'sweep_by_k', 'sweep_wins', 'sweep_where']
+    ['claims', 'delta', 'networks', 'stability', 'sweep_by_k', 'sweep_wins', 'sweep_where']
     """
     docs = Path(docs)
     missing = [name for name in INPUTS if not (docs / name).is_file()]
@@ -568,7 +676,7 @@ def tables(docs: str | Path) -> dict[str, str]:
             f"`docs` must hold the results of fobmaml sweep, delta, stability and figure1; "
             f"missing under {docs}: {', '.join(missing)}"
         )
-    return {
+    out = {
         "claims": claims_table(docs),
         "sweep_wins": sweep_wins_table(docs / "sweep"),
         "sweep_where": sweep_where_table(docs / "sweep"),
@@ -576,3 +684,6 @@ def tables(docs: str | Path) -> dict[str, str]:
         "delta": delta_tables(docs / "delta"),
         "stability": stability_table(docs / "stability"),
     }
+    if mnist1d_runs(docs) or (docs / "memory" / "settings.json").is_file():
+        out["networks"] = networks_table(docs)
+    return out
