@@ -36,6 +36,7 @@ import numpy as np
 from _measure import best_time, machine, write_json
 
 import fobmaml as fm
+from fobmaml.peers import problems as P
 
 
 def triad(threads: int, n: int) -> float:
@@ -97,20 +98,11 @@ def mlp(threads: int, repeat: int) -> dict:
 
 def cnn(channels: int):
     """The MNIST-1D CNN, its support tasks (16 episodes x 25) and its layers' MACs per sample."""
-    nn = fm.nn
-    C = channels
-    net = nn.Sequential(
-        nn.Conv1d(1, C, kernel_size=5, stride=2, padding=1),
-        nn.ReLU(),
-        nn.Conv1d(C, C, kernel_size=3, stride=2, padding=1),
-        nn.ReLU(),
-        nn.MaxPool1d(2),
-        nn.Flatten(),
-        nn.Linear(C * 5, 5),
-    )
+    net = P.cnn(channels)
     tasks = fm.datasets.mnist1d_fewshot(5, 5, 5, meta_batch=16, net=net, num_samples=5000)(
         np.random.default_rng(0)
     )
+    nn = fm.nn
     shapes = net.shapes((1, 40))
     macs = []
     for i, layer in enumerate(net):

@@ -24,6 +24,7 @@ import numpy as np
 from _measure import machine, write_json
 
 import fobmaml as fm
+from fobmaml.peers import problems as P
 
 
 def problems(quick: bool):
@@ -51,17 +52,8 @@ def problems(quick: bool):
             fm.mlp.init_params([40, 64, 64, 5]),
             fm.InnerLoop(steps=10, lr=0.1, lam=2.0),
         )
-    nn = fm.nn
     C = 16 if quick else 64
-    net = nn.Sequential(
-        nn.Conv1d(1, C, kernel_size=5, stride=2, padding=1),
-        nn.ReLU(),
-        nn.Conv1d(C, C, kernel_size=3, stride=2, padding=1),
-        nn.ReLU(),
-        nn.MaxPool1d(2),
-        nn.Flatten(),
-        nn.Linear(C * 5, 5),
-    )
+    net = P.cnn(C)
     cnn = fm.datasets.mnist1d_fewshot(5, 5, 5, "train", meta_batch=16, net=net)
     tasks = cnn(np.random.default_rng(0))
     for m in (16, 1):

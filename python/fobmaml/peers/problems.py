@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import fobmaml as fm
+from fobmaml.experiments import mnist1d_fewshot
 
 __all__ = [
     "ESTIMATORS",
@@ -205,17 +206,9 @@ def mnist1d(
 
 
 def cnn(channels: int, n_way: int = 5) -> fm.nn.Sequential:
-    """The MNIST-1D CNN with `channels` channels: input (1, 40), output `n_way` logits."""
-    nn = fm.nn
-    return nn.Sequential(
-        nn.Conv1d(1, channels, kernel_size=5, stride=2, padding=1),
-        nn.ReLU(),
-        nn.Conv1d(channels, channels, kernel_size=3, stride=2, padding=1),
-        nn.ReLU(),
-        nn.MaxPool1d(2),
-        nn.Flatten(),
-        nn.Linear(channels * 5, n_way),
-    )
+    """The MNIST-1D CNN with `channels` channels (ReLU, max pooling): input (1, 40), output
+    `n_way` logits; :func:`fobmaml.experiments.mnist1d_fewshot.cnn`."""
+    return mnist1d_fewshot.cnn(channels, n_way)
 
 
 def mnist1d_cnn(
