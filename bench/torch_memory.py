@@ -41,11 +41,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from _measure import machine, write_json  # noqa: E402
+from _measure import machine, write_json
 
 ESTIMATORS = ("FOBMAML(symmetric)", "MAML(autograd)", "MAML(recursion)")
 GIB = 2**30

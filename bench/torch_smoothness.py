@@ -35,11 +35,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from _measure import machine, write_json  # noqa: E402
+from _measure import machine, write_json
 
 ACTIVATIONS = ("relu", "tanh", "silu", "gelu")
 POOLS = ("max", "avg")

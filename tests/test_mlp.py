@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import mlp_reference as ref  # tests/ is on sys.path (conftest.py)
+import mlp_reference as ref  # tests/ is on the path (pytest `pythonpath`)
 import numpy as np
 import pytest
 
