@@ -437,6 +437,9 @@ def test_ctrl_c_during_a_distributed_run_loses_nothing(executor, tmp_path):
             # cannot end first.
             fired.wait(0.02 if t < 25 else 60)
 
+    # Python turns SIGINT into KeyboardInterrupt only if it did not start with SIGINT ignored,
+    # as a shell's background jobs do (CI may run the suite so): install the handler here.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         res = guarded(
             *args,
@@ -448,6 +451,7 @@ def test_ctrl_c_during_a_distributed_run_loses_nothing(executor, tmp_path):
         )
     finally:
         timer.join()
+        signal.signal(signal.SIGINT, previous)
     assert res.interrupted and 3 <= len(res.history["iteration"]) < 31
     resumed = meta_train(*args, progress=False, checkpoint=path, resume=True, executor=executor)
     _assert_same_run(resumed, meta_train(*args, progress=False))
