@@ -28,6 +28,7 @@ bound holds but is not tight), and *not reproduced* when it is smaller.
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -566,8 +567,6 @@ def mnist1d_runs(docs: str | Path) -> list[dict]:
     network's description and the held-out accuracies after adaptation (None where an
     estimator was not run).
     """
-    import json
-
     out = []
     for path in sorted(Path(docs).glob("mnist1d*/settings.json")):
         summary = json.loads(path.read_text(encoding="utf-8"))
@@ -585,8 +584,6 @@ def mnist1d_runs(docs: str | Path) -> list[dict]:
 
 def networks_table(docs: str | Path) -> str:
     """The claims about networks: FO-B-MAML tracks MAML on MNIST-1D; its memory is flat in K."""
-    import json
-
     docs = Path(docs)
     rows = []
     runs = [r for r in mnist1d_runs(docs) if r["fobmaml"] is not None and r["maml"] is not None]
