@@ -15,7 +15,12 @@ from ._native import ISA as _ISA
 from ._native import core as _core
 from ._version import __version__
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .errors import ConvergenceError, NonFiniteStepError, NotPositiveDefiniteError
+from .errors import (
+    ConvergenceError,
+    NonFiniteStepError,
+    NonSmoothWarning,
+    NotPositiveDefiniteError,
+)
 from .estimators import (
     FOBMAML,
     FOMAML,
@@ -127,4 +132,5 @@ __all__ = [
     "NotPositiveDefiniteError",
     "ConvergenceError",
     "NonFiniteStepError",
+    "NonSmoothWarning",
 ]

@@ -13,7 +13,8 @@ failing task, in task order, into one of:
   (a ``RuntimeError``).
 
 The outer optimizers raise :class:`NonFiniteStepError` (a ``FloatingPointError``) when
-a step overflows.
+a step overflows. FO-B-MAML and HF-MAML issue a :class:`NonSmoothWarning` on a network
+whose gradient jumps (ReLU, max pooling).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "NotPositiveDefiniteError",
     "ConvergenceError",
     "NonFiniteStepError",
+    "NonSmoothWarning",
     "Code",
     "Stage",
     "TaskStatus",
@@ -47,6 +49,21 @@ class NotPositiveDefiniteError(np.linalg.LinAlgError):
 
 class ConvergenceError(RuntimeError):
     """A solve to tolerance did not reach it within its iteration cap."""
+
+
+class NonSmoothWarning(UserWarning):
+    """A finite-difference estimator meets a layer whose gradient jumps.
+
+    FO-B-MAML (a difference between two perturbed inner solutions) and HF-MAML (a
+    difference of gradients for each Hessian-vector product) assume a differentiable
+    gradient of the inner loss. ReLU and max pooling make it jump: where one perturbed
+    loop crosses a kink and the other does not, the estimate measures the jump divided by
+    the step, and its error grows as the step shrinks. MAML and iMAML, whose
+    Hessian-vector products take relu'' = 0, are not affected. Issued by
+    :class:`fobmaml.FOBMAML` and :class:`fobmaml.HFMAML` on a :class:`fobmaml.NetTasks`
+    (or ReLU :class:`fobmaml.MLPTasks`) batch, and by their :mod:`fobmaml.torch`
+    counterparts on a ``torch.nn.Module``.
+    """
 
 
 class NonFiniteStepError(FloatingPointError):

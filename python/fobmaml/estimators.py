@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import warnings
 from typing import ClassVar, NamedTuple
 
@@ -27,7 +28,7 @@ from . import _adapt as _adapt_kernel
 from . import _validation as check
 from ._frozen import frozen, store
 from ._native import core as _core
-from .errors import TaskStatus, raise_for_status
+from .errors import NonSmoothWarning, TaskStatus, raise_for_status
 from .inner import InnerLoop
 from .tasks import TaskBatch
 
@@ -92,6 +93,35 @@ def _gib(nbytes: int) -> str:
     return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**27 else f"{nbytes / 2**20:.1f} MiB"
 
 
+def _warn_if_not_smooth(tasks: TaskBatch, name: str) -> None:
+    """A NonSmoothWarning when `tasks` is a network batch with a ReLU or max-pooling layer."""
+    net = getattr(tasks, "net", None)
+    i = None if net is None else net._first_kink()
+    if i is not None:
+        warnings.warn(
+            f"{name} differentiates by finite differences, which assume a smooth loss, but "
+            f"layer {i} of the network is {type(net.layers[i]).__name__}, whose gradient jumps: "
+            "where a perturbed inner loop crosses such a kink, the estimate measures the jump, "
+            "and its error grows as the finite-difference step shrinks (docs/networks.md, "
+            "'MNIST-1D on the convolutional network'). Use Tanh and AvgPool1d, or MAML or "
+            "iMAML, whose Hessian-vector products take relu'' = 0",
+            NonSmoothWarning,
+            stacklevel=_outside_the_package(),
+        )
+
+
+def _outside_the_package() -> int:
+    """The ``stacklevel`` (for a ``warnings.warn`` in the caller) of the first frame whose code
+    is not in this package: the user's line, whichever of our functions led to the warning."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
 @frozen(eq=False, repr=False)
 class Estimator:
     """Base class: holds the inner loop and the kernel configuration.
@@ -105,6 +135,7 @@ class Estimator:
 
     _kind: ClassVar[str] = ""
     _needs_lam: ClassVar[bool] = False
+    _finite_difference: ClassVar[bool] = False
 
     inner: InnerLoop
 
@@ -178,6 +209,8 @@ class Estimator:
         tasks = check.task_batch(tasks)
         x = check.params_vector(x, tasks.dim)
         check.choice(errors, "errors", ("raise", "return"))
+        if self._finite_difference:
+            _warn_if_not_smooth(tasks, self.name)
         cfg = self._kernel_config()
         if _memory_limit is not None:
             need = int(_core.workspace_bytes(tasks._handle, cfg))
@@ -263,6 +296,7 @@ class HFMAML(Estimator):
     :math:`(\nabla g(\phi + \varepsilon v) - \nabla g(\phi - \varepsilon v)) / (2\varepsilon)`."""
 
     _kind = "hfmaml"
+    _finite_difference = True
 
     eps: float = 1e-5
 
@@ -303,6 +337,7 @@ class FOBMAML(Estimator):
 
     _kind = "fobmaml"
     _needs_lam = True
+    _finite_difference = True
 
     delta: float = 1e-3
     scheme: str = "forward"

@@ -495,6 +495,13 @@ class Sequential:
         # are rebuilt, as by the constructor.
         return (type(self), self.layers)
 
+    def _first_kink(self) -> int | None:
+        """The index of the first layer whose gradient jumps (ReLU, MaxPool1d), or None."""
+        return next(
+            (i for i, layer in enumerate(self.layers) if isinstance(layer, (ReLU, MaxPool1d))),
+            None,
+        )
+
     def get_config(self) -> list[dict]:
         """The layers' constructor arguments, JSON-serialisable (see :meth:`from_config`)."""
         return [layer.get_config() for layer in self.layers]

@@ -31,10 +31,8 @@ BUFFER_FIX = (
 )
 
 
-class NonSmoothWarning(UserWarning):
-    """The model has layers whose gradient jumps (ReLU, max pooling, ...), and the estimator
-    differentiates by finite differences (FO-B-MAML, HF-MAML)."""
-
+# The core's warning class (fobmaml.errors), re-exported as fobmaml.torch.NonSmoothWarning.
+from ..errors import NonSmoothWarning  # noqa: E402
 
 # Layers whose gradient is discontinuous in the parameters: a finite difference that crosses
 # one of their kinks measures the jump, not a derivative.
