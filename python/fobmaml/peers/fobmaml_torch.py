@@ -27,7 +27,7 @@ from torch.nn.utils import vector_to_parameters
 import fobmaml as fm
 import fobmaml.torch as fmt
 
-from ._torch_common import DTYPE, settings, tensors, to_numpy
+from ._torch_common import settings, tensors, to_numpy
 from .problems import CG_STEPS, DELTA, ESTIMATORS, Problem
 
 __all__ = ["NAME", "ESTIMATORS", "build", "to_numpy", "settings", "model_of"]
@@ -37,18 +37,7 @@ NAME = "fobmaml-torch"
 
 def model_of(problem: Problem) -> nn.Module:
     """The problem's network as an ``nn.Sequential`` in float64, with parameters ``x0``."""
-    if problem.family == "net":
-        model = fm.nn.Sequential.from_config(problem.config).to_torch()
-        vector_to_parameters(torch.from_numpy(problem.x0.copy()), model.parameters())
-        return model
-    layers = problem.layers
-    act = nn.Tanh if problem.activation == "tanh" else nn.ReLU
-    mods: list[nn.Module] = []
-    for j, (d_in, d_out) in enumerate(zip(layers[:-1], layers[1:])):
-        mods.append(nn.Linear(d_in, d_out, dtype=DTYPE))
-        if j < len(layers) - 2:
-            mods.append(act())
-    model = nn.Sequential(*mods)
+    model = problem.net.to_torch()  # float64; an MLP is a fobmaml.nn network too
     vector_to_parameters(torch.from_numpy(problem.x0.copy()), model.parameters())
     return model
 

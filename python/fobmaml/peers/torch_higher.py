@@ -53,17 +53,8 @@ class _QuadraticModel(nn.Module):
 def _model(problem: Problem) -> nn.Module:
     if problem.family == "quadratic":
         model = _QuadraticModel(problem.dim)
-    elif problem.family == "net":
-        model = problem.net.to_torch()  # float64
     else:
-        layers = problem.layers
-        act = nn.Tanh if problem.activation == "tanh" else nn.ReLU
-        mods: list[nn.Module] = []
-        for j, (d_in, d_out) in enumerate(zip(layers[:-1], layers[1:])):
-            mods.append(nn.Linear(d_in, d_out, dtype=DTYPE))
-            if j < len(layers) - 2:
-                mods.append(act())
-        model = nn.Sequential(*mods)
+        model = problem.net.to_torch()  # float64; an MLP is a fobmaml.nn network too
     vector_to_parameters(torch.from_numpy(problem.x0.copy()), model.parameters())
     return model
 
