@@ -28,7 +28,7 @@ import fobmaml as fm
 import fobmaml.torch as fmt
 
 from ._torch_common import settings, tensors, to_numpy
-from .problems import CG_STEPS, DELTA, ESTIMATORS, Problem
+from .problems import ESTIMATORS, Problem, fobmaml_estimator
 
 __all__ = ["NAME", "ESTIMATORS", "build", "to_numpy", "settings", "model_of"]
 
@@ -44,15 +44,7 @@ def model_of(problem: Problem) -> nn.Module:
 
 def estimator(name: str, inner: fm.InnerLoop, maml_backward: str = "autograd") -> fmt.Estimator:
     """The ``fobmaml.torch`` estimator behind one of :data:`ESTIMATORS`."""
-    if name == "MAML":
-        return fmt.MAML(inner, backward=maml_backward)
-    if name == "FOMAML":
-        return fmt.FOMAML(inner)
-    if name == "IMAML(cg=5)":
-        return fmt.IMAML(inner, cg_steps=CG_STEPS)
-    if name == "FOBMAML(symmetric)":
-        return fmt.FOBMAML(inner, delta=DELTA, scheme="symmetric", perturbation="objective")
-    raise ValueError(f"`estimator` must be one of {ESTIMATORS} (got {name!r})")
+    return fobmaml_estimator(name, inner, fmt, backward=maml_backward)
 
 
 def build(

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -306,16 +307,18 @@ def benchmark_problems() -> dict[str, Callable[[], Problem]]:
     return dict(_BENCHMARK_PROBLEMS)
 
 
-def fobmaml_estimator(name: str, inner: fm.InnerLoop) -> fm.Estimator:
-    """The fobmaml estimator behind one of :data:`ESTIMATORS`."""
+def fobmaml_estimator(name: str, inner: fm.InnerLoop, api: Any = fm, **maml_options: Any):
+    """The fobmaml estimator behind one of :data:`ESTIMATORS`, from ``api``: the core
+    (``fobmaml``, the default) or the PyTorch front end (``fobmaml.torch``, whose MAML takes
+    ``maml_options`` such as ``backward="recursion"``)."""
     if name == "MAML":
-        return fm.MAML(inner)
+        return api.MAML(inner, **maml_options)
     if name == "FOMAML":
-        return fm.FOMAML(inner)
+        return api.FOMAML(inner)
     if name == "IMAML(cg=5)":
-        return fm.IMAML(inner, cg_steps=CG_STEPS)
+        return api.IMAML(inner, cg_steps=CG_STEPS)
     if name == "FOBMAML(symmetric)":
-        return fm.FOBMAML(inner, delta=DELTA, scheme="symmetric", perturbation="objective")
+        return api.FOBMAML(inner, delta=DELTA, scheme="symmetric", perturbation="objective")
     raise ValueError(f"`estimator` must be one of {ESTIMATORS} (got {name!r})")
 
 
